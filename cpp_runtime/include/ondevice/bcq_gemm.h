@@ -1,0 +1,58 @@
+// y = W_hat x for a bit-plane (BCQ) matrix: the public kernel entry point and
+// its variants.
+//
+//   reference   exact, straightforward: sums +-x per bit-plane in double. The
+//               ground truth every other variant is tested against.
+//   lut_generic portable C++ of the lookup-table (LUT) algorithm below; the
+//               fallback on CPUs without a SIMD variant.
+//   lut_avx2    x86-64 AVX2 (vpshufb table lookups), chosen at run time (cpuid).
+//   lut_neon    aarch64 NEON (vqtbl1q lookups), chosen at build time.
+//
+// The LUT algorithm (BiQGEMM / LUT-GEMM / T-MAC idea): for every chunk of 4
+// inputs, the 16 possible signed sums +-x0 +-x1 +-x2 +-x3 are computed once
+// per activation vector and quantized to int8 with one scale per
+// accumulation block; each 4-bit nibble of a bit-plane is then an index into
+// that table, so a weight bit costs one table lookup instead of a multiply.
+// Lookups are accumulated exactly in integers and scaled once per block by
+// alpha * table_scale. All LUT variants perform the same integer sums and the
+// same fused float operations in the same order, so they agree bit for bit;
+// they differ from `reference` only by the int8 table rounding, which is
+// bounded by lut_error_bound().
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ondevice/bitplane_format.h"
+
+namespace ondevice {
+
+enum class KernelVariant { kReference, kLutGeneric, kLutAvx2, kLutNeon };
+
+const char* variant_name(KernelVariant v);
+// Throws ArgumentError for an unknown name or a variant this CPU/build lacks.
+KernelVariant variant_from_name(const std::string& name);
+// Variants compiled into this build and supported by the running CPU.
+std::vector<KernelVariant> available_variants();
+// The fastest available variant; the environment variable ONDEVICE_KERNEL
+// (a variant name) overrides it, for testing and benchmarking.
+KernelVariant default_variant();
+
+// Y[b, n] = sum_k W_hat[n, k] * X[b, k] for b < batch (X row-major
+// [batch, cols], Y row-major [batch, rows]). `threads` >= 1 splits the output
+// rows over that many threads of a shared pool. Throws ArgumentError on
+// bad arguments; safe to call concurrently on the same matrix.
+void bcq_gemm(const BitplaneMatrix& w, const float* x, size_t batch, float* y,
+              KernelVariant variant, int threads = 1);
+
+// Per-row bound on |Y_lut - Y_reference| (before float rounding) for one
+// activation vector x: sum over planes and blocks of
+// |alpha| * table_scale * 0.5 * (number of 4-input chunks in the block).
+std::vector<double> lut_error_bound(const BitplaneMatrix& w, const float* x);
+
+// Information about the running CPU, for reports.
+std::string cpu_description();
+
+}  // namespace ondevice

@@ -1,0 +1,126 @@
+// Kernel dispatch: picks the variant (cpuid on x86, build-time on aarch64),
+// splits tiles over threads, and applies the shared offset epilogue.
+#include "ondevice/bcq_gemm.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <thread>
+
+#include "../runtime/thread_pool.h"
+#include "lut_common.h"
+#include "ondevice/error.h"
+
+namespace ondevice {
+namespace {
+
+bool cpu_has_avx2() {
+#if defined(ONDEVICE_HAVE_AVX2) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
+const char* variant_name(KernelVariant v) {
+  switch (v) {
+    case KernelVariant::kReference: return "reference";
+    case KernelVariant::kLutGeneric: return "lut_generic";
+    case KernelVariant::kLutAvx2: return "lut_avx2";
+    case KernelVariant::kLutNeon: return "lut_neon";
+  }
+  return "unknown";
+}
+
+std::vector<KernelVariant> available_variants() {
+  std::vector<KernelVariant> v = {KernelVariant::kReference, KernelVariant::kLutGeneric};
+  if (cpu_has_avx2()) v.push_back(KernelVariant::kLutAvx2);
+#if defined(ONDEVICE_HAVE_NEON)
+  v.push_back(KernelVariant::kLutNeon);
+#endif
+  return v;
+}
+
+KernelVariant variant_from_name(const std::string& name) {
+  std::string known;
+  for (KernelVariant v : available_variants()) {
+    if (name == variant_name(v)) return v;
+    known += std::string(known.empty() ? "" : ", ") + variant_name(v);
+  }
+  throw ArgumentError("kernel variant '" + name + "' is not available here (available: " + known + ")");
+}
+
+KernelVariant default_variant() {
+  if (const char* env = std::getenv("ONDEVICE_KERNEL"); env != nullptr && *env != '\0')
+    return variant_from_name(env);
+  return available_variants().back();
+}
+
+void bcq_gemm(const BitplaneMatrix& w, const float* x, size_t batch, float* y, KernelVariant variant,
+              int threads) {
+  const BitplaneLayout& L = w.layout();
+  if (L.rows == 0) throw ArgumentError("matrix is empty (default-constructed)");
+  if (batch == 0) return;
+  if (x == nullptr || y == nullptr) throw ArgumentError("x and y must not be null");
+  if (threads < 1) throw ArgumentError("threads must be >= 1");
+  if (variant == KernelVariant::kReference) {
+    detail::parallel_for(L.rows, threads, [&](size_t r0, size_t r1) {
+      detail::reference_rows(w, x, batch, y, uint32_t(r0), uint32_t(r1));
+    }, std::max<size_t>(1, 65536 / (size_t(L.cols) * batch)));
+    return;
+  }
+  detail::TileKernel kernel = nullptr;
+  switch (variant) {
+    case KernelVariant::kLutGeneric: kernel = detail::lut_tiles_generic; break;
+#if defined(ONDEVICE_HAVE_AVX2)
+    case KernelVariant::kLutAvx2:
+      if (!cpu_has_avx2()) throw ArgumentError("this CPU lacks AVX2/FMA: lut_avx2 is unavailable");
+      kernel = detail::lut_tiles_avx2;
+      break;
+#endif
+#if defined(ONDEVICE_HAVE_NEON)
+    case KernelVariant::kLutNeon: kernel = detail::lut_tiles_neon; break;
+#endif
+    default: throw ArgumentError(std::string("kernel variant ") + variant_name(variant) + " is not in this build");
+  }
+  const detail::LutActivations acts = detail::build_lut_activations(L, x, batch);
+  // About 16k table-lookup steps (~10 us) per thread at least; fewer is not
+  // worth a hand-off to another thread.
+  const uint64_t steps_per_tile = std::max<uint64_t>(1, uint64_t(L.kbytes) * batch * L.tile_bits[0]);
+  const size_t grain = size_t(std::max<uint64_t>(1, 16384 / steps_per_tile));
+  detail::parallel_for(L.tiles, threads, [&](size_t t0, size_t t1) {
+    kernel(w, acts, y, uint32_t(t0), uint32_t(t1));
+    if (!w.has_offset()) return;
+    const uint32_t r0 = uint32_t(t0) * kTileRows, r1 = std::min<uint32_t>(uint32_t(t1) * kTileRows, L.rows);
+    for (size_t b = 0; b < batch; ++b)
+      for (uint32_t r = r0; r < r1; ++r) {
+        float v = y[b * L.rows + r];
+        for (uint32_t g = 0; g < L.groups; ++g)
+          v = std::fma(w.offset()[uint64_t(r) * L.groups + g], acts.sums(b)[g], v);
+        y[b * L.rows + r] = v;
+      }
+  }, grain);
+}
+
+std::string cpu_description() {
+  std::string model;
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  for (std::string line; std::getline(cpuinfo, line);) {
+    const auto colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    const std::string key = line.substr(0, line.find_last_not_of(" \t", colon - 1) + 1);
+    if (key == "model name" || key == "Model" || key == "CPU part") {
+      model = line.substr(line.find_first_not_of(" \t", colon + 1));
+      break;
+    }
+  }
+  if (model.empty()) model = "unknown CPU";
+  std::string kernels;
+  for (KernelVariant v : available_variants()) kernels += std::string(kernels.empty() ? "" : ",") + variant_name(v);
+  return model + " (" + std::to_string(std::thread::hardware_concurrency()) + " threads; kernels: " + kernels + ")";
+}
+
+}  // namespace ondevice

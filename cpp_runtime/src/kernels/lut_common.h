@@ -1,0 +1,52 @@
+// Internal: the activation-side lookup tables shared by all LUT variants, and
+// the per-variant tile kernels' common signature.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "ondevice/bitplane_format.h"
+
+namespace ondevice::detail {
+
+// Tables for `batch` activation vectors:
+//   tables[b][c][16]  int8, chunk c = inputs 4c..4c+3 (zero beyond cols);
+//                     entry idx = round(sum_j (bit j of idx ? +x : -x)[4c+j] / scale)
+//   block_scale[b][blk], group_sum[b][g] (sum of x over the group, for offsets)
+struct LutActivations {
+  size_t batch = 0;
+  size_t chunks = 0;  // 2 * kbytes
+  std::vector<int8_t> tables;
+  std::vector<float> block_scale;
+  std::vector<float> group_sum;
+
+  const int8_t* table(size_t b) const { return tables.data() + b * chunks * 16; }
+  const float* scales(size_t b) const { return block_scale.data() + b * nblocks; }
+  const float* sums(size_t b) const { return group_sum.data() + b * ngroups; }
+  size_t nblocks = 0;
+  size_t ngroups = 0;
+};
+
+LutActivations build_lut_activations(const BitplaneLayout& layout, const float* x, size_t batch);
+
+// A tile kernel computes Y rows [32*tile_begin, min(32*tile_end, rows)) for all
+// batch columns, without offsets (added by the caller's shared epilogue).
+using TileKernel = void (*)(const BitplaneMatrix& w, const LutActivations& a, float* y,
+                            uint32_t tile_begin, uint32_t tile_end);
+
+void lut_tiles_generic(const BitplaneMatrix& w, const LutActivations& a, float* y,
+                       uint32_t tile_begin, uint32_t tile_end);
+#if defined(ONDEVICE_HAVE_AVX2)
+void lut_tiles_avx2(const BitplaneMatrix& w, const LutActivations& a, float* y,
+                    uint32_t tile_begin, uint32_t tile_end);
+#endif
+#if defined(ONDEVICE_HAVE_NEON)
+void lut_tiles_neon(const BitplaneMatrix& w, const LutActivations& a, float* y,
+                    uint32_t tile_begin, uint32_t tile_end);
+#endif
+
+void reference_rows(const BitplaneMatrix& w, const float* x, size_t batch, float* y,
+                    uint32_t row_begin, uint32_t row_end);
+
+}  // namespace ondevice::detail

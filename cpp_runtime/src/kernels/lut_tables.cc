@@ -1,0 +1,79 @@
+// Activation-side lookup tables shared by every LUT kernel variant. Built once
+// per activation vector by this one portable function, so that all variants
+// see identical int8 tables and scales (and therefore agree bit for bit).
+#include <algorithm>
+#include <cmath>
+
+#include "lut_common.h"
+#include "ondevice/bcq_gemm.h"
+#include "ondevice/error.h"
+
+namespace ondevice::detail {
+
+LutActivations build_lut_activations(const BitplaneLayout& L, const float* x, size_t batch) {
+  LutActivations a;
+  a.batch = batch;
+  a.chunks = size_t(L.kbytes) * 2;
+  a.nblocks = L.blocks.size();
+  a.ngroups = L.groups;
+  a.tables.resize(batch * a.chunks * 16);
+  a.block_scale.resize(batch * a.nblocks);
+  a.group_sum.assign(batch * a.ngroups, 0.0f);
+  std::vector<float> xp(a.chunks * 4, 0.0f);  // one input vector, zero-padded to whole chunks
+  std::vector<float> absum(a.chunks);
+  for (size_t b = 0; b < batch; ++b) {
+    const float* xb = x + b * L.cols;
+    std::copy(xb, xb + L.cols, xp.begin());
+    for (size_t c = 0; c < a.chunks; ++c) {
+      const float* v = &xp[4 * c];
+      absum[c] = std::fabs(v[0]) + std::fabs(v[1]) + std::fabs(v[2]) + std::fabs(v[3]);
+      if (!std::isfinite(absum[c]))
+        throw ArgumentError("input row " + std::to_string(b) + " has a non-finite (or overflowing) value near column " +
+                            std::to_string(4 * c));
+    }
+    for (uint32_t k = 0; k < L.cols; ++k) a.group_sum[b * a.ngroups + k / L.group_size] += xb[k];
+    int8_t* tb = a.tables.data() + b * a.chunks * 16;
+    for (size_t blk = 0; blk < a.nblocks; ++blk) {
+      const LutBlock& B = L.blocks[blk];
+      float maxabs = 0.0f;
+      for (size_t c = 2 * size_t(B.byte_begin); c < 2 * size_t(B.byte_end); ++c) maxabs = std::max(maxabs, absum[c]);
+      const float inv = maxabs > 0.0f ? 127.0f / maxabs : 0.0f;
+      a.block_scale[b * a.nblocks + blk] = maxabs / 127.0f;
+      for (size_t c = 2 * size_t(B.byte_begin); c < 2 * size_t(B.byte_end); ++c) {
+        // Entry idx = lo | hi << 2: lo's bits pick the signs of x0, x1; hi's of x2, x3.
+        const float* v = &xp[4 * c];
+        const float lo[4] = {-v[0] - v[1], v[0] - v[1], -v[0] + v[1], v[0] + v[1]};
+        const float hi[4] = {-v[2] - v[3], v[2] - v[3], -v[2] + v[3], v[2] + v[3]};
+        int8_t* t = tb + 16 * c;
+        for (int h = 0; h < 4; ++h)
+          for (int l = 0; l < 4; ++l) {
+            // Round half to even by the 1.5 * 2^23 trick: exact for |value| < 2^22,
+            // identical on every IEEE platform (no libm call, no contraction).
+            float q = (lo[l] + hi[h]) * inv;
+            q = (q + 12582912.0f) - 12582912.0f;
+            t[4 * h + l] = int8_t(std::min(127.0f, std::max(-127.0f, q)));
+          }
+      }
+    }
+  }
+  return a;
+}
+
+}  // namespace ondevice::detail
+
+namespace ondevice {
+
+std::vector<double> lut_error_bound(const BitplaneMatrix& w, const float* x) {
+  const BitplaneLayout& L = w.layout();
+  const detail::LutActivations a = detail::build_lut_activations(L, x, 1);
+  std::vector<double> bound(L.rows, 0.0);
+  for (uint32_t r = 0; r < L.rows; ++r)
+    for (size_t blk = 0; blk < L.blocks.size(); ++blk) {
+      const LutBlock& B = L.blocks[blk];
+      const double per_plane = 0.5 * double(a.block_scale[blk]) * 2.0 * (B.byte_end - B.byte_begin);
+      for (uint32_t i = 0; i < w.row_bits()[r]; ++i) bound[r] += std::fabs(double(w.scale(r, i, B.group))) * per_plane;
+    }
+  return bound;
+}
+
+}  // namespace ondevice

@@ -1,0 +1,83 @@
+// AVX2 LUT kernel (compiled with -mavx2 -mfma; called only when cpuid says
+// the CPU has both). Same algorithm and results as ../lut_generic.cc.
+//
+// One step handles 8 inputs (one plane byte) for the 32 rows of a tile: a
+// 32-byte load holds each row's byte; its low nibbles index the table of
+// chunk 2s and its high nibbles the table of chunk 2s+1 (vpshufb looks up 32
+// int8 entries at once, each 128-bit lane holding a copy of the 16-entry
+// table). The two lookups are interleaved per row and summed pairwise into
+// int16 with vpmaddubsw (x 1), which cannot overflow: |sum| <= 254 per step and
+// a block has at most 128 steps (32512 < 32767).
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "../lut_common.h"
+
+namespace ondevice::detail {
+namespace {
+
+template <uint32_t Q>
+void tile_avx2(const uint8_t* W, const float* A, const LutActivations& a, const BitplaneLayout& L, size_t b,
+               float* out) {
+  const int8_t* T = a.table(b);
+  const float* S = a.scales(b);
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  const __m256i ones = _mm256_set1_epi8(1);
+  __m256 facc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  for (size_t blk = 0; blk < L.blocks.size(); ++blk) {
+    const LutBlock& B = L.blocks[blk];
+    __m256i acc0[Q], acc1[Q];  // acc0: rows 0-7 | 16-23, acc1: rows 8-15 | 24-31
+    for (uint32_t i = 0; i < Q; ++i) acc0[i] = acc1[i] = _mm256_setzero_si256();
+    const uint8_t* wp = W + size_t(B.byte_begin) * Q * kTileRows;
+    for (uint32_t s = B.byte_begin; s < B.byte_end; ++s, wp += Q * kTileRows) {
+      const int8_t* t2 = T + size_t(2 * s) * 16;
+      const __m256i tlo = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t2)));
+      const __m256i thi = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t2 + 16)));
+      for (uint32_t i = 0; i < Q; ++i) {
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wp + i * kTileRows));
+        const __m256i rlo = _mm256_shuffle_epi8(tlo, _mm256_and_si256(v, low4));
+        const __m256i rhi = _mm256_shuffle_epi8(thi, _mm256_and_si256(_mm256_srli_epi16(v, 4), low4));
+        acc0[i] = _mm256_add_epi16(acc0[i], _mm256_maddubs_epi16(ones, _mm256_unpacklo_epi8(rlo, rhi)));
+        acc1[i] = _mm256_add_epi16(acc1[i], _mm256_maddubs_epi16(ones, _mm256_unpackhi_epi8(rlo, rhi)));
+      }
+    }
+    const __m256 sb = _mm256_set1_ps(S[blk]);
+    for (uint32_t i = 0; i < Q; ++i) {
+      const float* al = A + (size_t(B.group) * Q + i) * kTileRows;
+      const __m256 f[4] = {
+          _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(acc0[i]))),
+          _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(acc1[i]))),
+          _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(acc0[i], 1))),
+          _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(acc1[i], 1))),
+      };
+      for (int k = 0; k < 4; ++k)
+        facc[k] = _mm256_fmadd_ps(f[k], _mm256_mul_ps(_mm256_loadu_ps(al + 8 * k), sb), facc[k]);
+    }
+  }
+  for (int k = 0; k < 4; ++k) _mm256_storeu_ps(out + 8 * k, facc[k]);
+}
+
+}  // namespace
+
+void lut_tiles_avx2(const BitplaneMatrix& w, const LutActivations& a, float* y, uint32_t tile_begin,
+                    uint32_t tile_end) {
+  const BitplaneLayout& L = w.layout();
+  alignas(32) float out[kTileRows];
+  for (uint32_t t = tile_begin; t < tile_end; ++t) {
+    const uint8_t* W = w.planes() + L.tile_plane_offset[t];
+    const float* A = w.alpha() + L.tile_alpha_offset[t];
+    const uint32_t nrows = std::min(kTileRows, L.rows - t * kTileRows);
+    for (size_t b = 0; b < a.batch; ++b) {
+      switch (L.tile_bits[t]) {
+        case 1: tile_avx2<1>(W, A, a, L, b, out); break;
+        case 2: tile_avx2<2>(W, A, a, L, b, out); break;
+        case 3: tile_avx2<3>(W, A, a, L, b, out); break;
+        default: tile_avx2<4>(W, A, a, L, b, out); break;
+      }
+      std::memcpy(y + b * L.rows + size_t(t) * kTileRows, out, nrows * sizeof(float));
+    }
+  }
+}
+
+}  // namespace ondevice::detail

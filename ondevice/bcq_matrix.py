@@ -1,0 +1,155 @@
+"""The public quantized-matrix object: ``quantize_bcq`` and :class:`BCQMatrix`.
+
+It ties the three pieces together: the BCQ math (:mod:`ondevice.bcq`), the
+packed format (:mod:`ondevice.bitplane`) and the C++ LUT kernels
+(``ondevice._core``), so that ``quantize_bcq(w, bits=2).matmul(x)`` runs the
+same bytes a model file holds.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+
+from . import bcq, bitplane
+from .errors import BCQFormatError, KernelArgumentError
+
+_default_threads = max(1, os.cpu_count() or 1)
+
+
+def set_num_threads(n: int) -> None:
+    """Sets the default thread count of :meth:`BCQMatrix.matmul` (default: all cores)."""
+    global _default_threads
+    if not isinstance(n, int) or n < 1:
+        raise KernelArgumentError(f"threads must be a positive int, got {n!r}")
+    _default_threads = n
+
+
+def get_num_threads() -> int:
+    return _default_threads
+
+
+def available_kernels() -> list[str]:
+    """Kernel variants usable on this CPU, slowest (reference) to fastest."""
+    from . import _core
+
+    return list(_core.available_variants())
+
+
+class BCQMatrix:
+    """A binary-coding-quantized matrix W ~= offset + sum_i alpha_i * B_i (B_i in {-1,+1}).
+
+    Shape is (rows, cols) = (out_features, in_features), as ``torch.nn.Linear.weight``:
+    :meth:`matmul` computes ``x @ W.T``.
+    """
+
+    def __init__(self, packed: bitplane.PackedPlanes):
+        from . import _core
+
+        self._p = packed
+        try:
+            self._core = _core.Matrix(packed.rows, packed.cols, packed.group_size, packed.row_bits,
+                                      packed.planes, packed.alpha, packed.offset)
+        except _core.ArgumentError as e:
+            raise BCQFormatError(f"inconsistent bit-plane arrays: {e}") from None
+
+    # -- construction -----------------------------------------------------
+    @classmethod
+    def from_result(cls, r: bcq.BCQResult) -> "BCQMatrix":
+        return cls(bitplane.pack(r.signs, r.alpha, r.row_bits, r.group_size, r.offset))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "BCQMatrix":
+        """Loads a ``.bcq`` file (validated by the C++ reader; BCQFormatError if bad)."""
+        return cls(bitplane.read_file(path))
+
+    def save(self, path: str | os.PathLike, alpha_dtype: str = "float32") -> None:
+        """Writes a ``.bcq`` file atomically; ``alpha_dtype='float16'`` halves the scale storage."""
+        bitplane.write_file(path, self._p, alpha_dtype)
+
+    # -- properties -------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self._p.rows, self._p.cols)
+
+    @property
+    def group_size(self) -> int:
+        return self._p.group_size
+
+    @property
+    def row_bits(self) -> np.ndarray:
+        return self._p.row_bits.copy()
+
+    @property
+    def bits(self) -> float:
+        """Average number of bit-planes per weight (== q for uniform q); excludes scale overhead."""
+        return float(self._p.row_bits.mean())
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the packed data as stored (planes incl. tile padding, fp32 scales, offsets, row bits)."""
+        p = self._p
+        return p.planes.nbytes + p.alpha.nbytes + p.row_bits.nbytes + (0 if p.offset is None else p.offset.nbytes)
+
+    @property
+    def bits_per_weight(self) -> float:
+        """Honest storage cost: 8 * nbytes / (rows * cols), scales and offsets included."""
+        return 8.0 * self.nbytes / (self._p.rows * self._p.cols)
+
+    @property
+    def packed(self) -> bitplane.PackedPlanes:
+        return self._p
+
+    def __repr__(self) -> str:
+        return (f"BCQMatrix(shape={self.shape}, bits={self.bits:g}, group_size={self.group_size}, "
+                f"offset={self._p.offset is not None}, bits_per_weight={self.bits_per_weight:.3f})")
+
+    # -- math -------------------------------------------------------------
+    def dequantize(self) -> np.ndarray:
+        """The dense float32 matrix this object represents."""
+        return bitplane.dequantize(self._p)
+
+    def matmul(self, x: np.ndarray, threads: int | None = None, kernel: str | None = None) -> np.ndarray:
+        """``x @ W.T`` for x of shape (cols,) or (batch, cols), with the C++ LUT kernel.
+
+        The GIL is released while the kernel runs. ``kernel`` picks a variant
+        from :func:`available_kernels` (default: the fastest, or $ONDEVICE_KERNEL).
+        """
+        from . import _core
+
+        a = np.asarray(x)
+        if a.dtype.kind not in "fiu" or a.ndim not in (1, 2):
+            raise KernelArgumentError(f"x must be a 1-D or 2-D real array, got dtype {a.dtype} ndim {a.ndim}")
+        if a.shape[-1] != self._p.cols:
+            raise KernelArgumentError(f"x has {a.shape[-1]} features, the matrix has {self._p.cols} columns")
+        x2 = np.ascontiguousarray(a.reshape(-1, self._p.cols), dtype=np.float32)
+        threads = _default_threads if threads is None else threads
+        if not isinstance(threads, int) or threads < 1:
+            raise KernelArgumentError(f"threads must be a positive int, got {threads!r}")
+        try:
+            y = self._core.gemm(x2, kernel or "", threads)
+        except _core.ArgumentError as e:
+            raise KernelArgumentError(str(e)) from None
+        return y.reshape(self._p.rows) if a.ndim == 1 else y
+
+    def error_bound(self, x: np.ndarray) -> np.ndarray:
+        """Per-row bound on |matmul(x) - dequantize() @ x| from the kernels' int8 tables (1-D x)."""
+        return np.asarray(self._core.error_bound(np.ascontiguousarray(x, dtype=np.float32)))
+
+
+def quantize_bcq(w: np.ndarray, bits: int | Sequence[int] | np.ndarray = 2, group_size: int | None = None,
+                 method: str = "alternating", offset: bool = False, iters: int = 15) -> BCQMatrix:
+    """Quantizes a float matrix [out, in] row-wise to ``bits`` bit-planes (1..4, or one value per row).
+
+    ``group_size`` (None = whole row) must be a multiple of 8 when smaller than
+    the row, so groups align with the packed bytes. ``method`` is "greedy",
+    "alternating" or "uniform" (the latter needs ``offset=True``).
+    """
+    arr = np.asarray(w)
+    if arr.ndim == 2 and group_size is not None and group_size < arr.shape[1] and group_size % 8 != 0:
+        raise bcq.QuantizationError(
+            f"group_size must be a multiple of 8 (or None / >= {arr.shape[1]} for whole rows), got {group_size}")
+    return BCQMatrix.from_result(bcq.quantize(arr, bits, group_size=group_size, method=method,
+                                              offset=offset, iters=iters))

@@ -1,0 +1,139 @@
+"""The ``ondevice`` command line. Each verb is a thin layer over a library call.
+
+Verbs present in this version:
+  quantize matrix   quantize a .npy matrix to a .bcq bit-plane file
+  bench kernels     time the BCQ LUT kernels against numpy and onnxruntime
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import OndeviceError
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _shapes(text: str) -> list[tuple[int, int]]:
+    out = []
+    for item in text.split(","):
+        try:
+            r, c = item.lower().split("x")
+            out.append((int(r), int(c)))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected shapes like 512x512,4096x4096, got {item!r}") from None
+    return out
+
+
+def _cmd_quantize_matrix(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .bcq_matrix import quantize_bcq
+
+    try:
+        w = np.load(args.input, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise OndeviceError(f"cannot read {args.input} as a .npy array: {e}") from None
+    m = quantize_bcq(w, bits=args.bits, group_size=args.group_size, method=args.method, offset=args.offset)
+    m.save(args.output, alpha_dtype=args.alpha_dtype)
+    err = np.linalg.norm(m.dequantize() - w) / max(np.linalg.norm(w), 1e-30)
+    size = Path(args.output).stat().st_size
+    print(f"{args.input}: {w.shape[0]}x{w.shape[1]} -> {args.output}: {m.bits:g} bits, group {m.group_size}, "
+          f"{args.method}; relative error {err:.4f}; file {size} bytes "
+          f"({8 * size / w.size:.3f} bits/weight, {w.astype('float32').nbytes / size:.1f}x smaller than fp32)")
+    return 0
+
+
+def _cmd_bench_kernels(args: argparse.Namespace) -> int:
+    from .bench import kernels
+
+    shapes = args.shapes or (kernels.QUICK_SHAPES if args.quick else kernels.FULL_SHAPES)
+    total = len(shapes) * len(args.threads) * len(args.batch)
+    step = [0]
+
+    def progress(msg: str) -> None:
+        step[0] += 1
+        print(f"[{step[0]}/{total}] {msg}", file=sys.stderr, flush=True)
+
+    report = kernels.run_benchmark(shapes=shapes, bits=args.bits, batches=args.batch, threads=args.threads,
+                                   min_time=0.05 if args.quick else args.min_time, progress=progress)
+    md = kernels.to_markdown(report)
+    if args.out:
+        js, mdp = kernels.write_report(report, args.out, args.name)
+        print(f"wrote {js} and {mdp}", file=sys.stderr)
+    print(md)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ondevice",
+        description="On-device NMT and spoken-language understanding with extremely low-bit (BCQ) Transformers.")
+    p.add_argument("--version", action="version", version=f"ondevice {__version__}")
+    sub = p.add_subparsers(dest="verb", metavar="VERB")
+
+    q = sub.add_parser("quantize", help="quantize weights to bit-planes")
+    qs = q.add_subparsers(dest="what", metavar="WHAT")
+    qm = qs.add_parser("matrix", help="quantize one .npy matrix [out, in] to a .bcq file",
+                       description="Quantize a 2-D float .npy array row-wise with binary-coding quantization "
+                                   "(W ~= sum_i alpha_i B_i) and write a .bcq bit-plane file "
+                                   "(docs/bitplane-format.md).")
+    qm.add_argument("input", help="input .npy file holding a 2-D float array [out_features, in_features]")
+    qm.add_argument("-o", "--output", required=True, help="output .bcq file (written atomically)")
+    qm.add_argument("--bits", type=int, default=2, help="bit-planes per weight, 1..4 (default 2)")
+    qm.add_argument("--group-size", type=int, default=None,
+                    help="input columns sharing one scale; a multiple of 8 (default: whole rows)")
+    qm.add_argument("--method", choices=("greedy", "alternating", "uniform"), default="alternating",
+                    help="greedy, alternating (refined, default) or uniform (needs --offset)")
+    qm.add_argument("--offset", action="store_true", help="store a per-row/group offset (LUT-GEMM style)")
+    qm.add_argument("--alpha-dtype", choices=("float32", "float16"), default="float32",
+                    help="storage type of the scales (default float32)")
+    qm.set_defaults(func=_cmd_quantize_matrix)
+
+    b = sub.add_parser("bench", help="benchmarks with peers measured in the same run")
+    bs = b.add_subparsers(dest="what", metavar="WHAT")
+    bk = bs.add_parser("kernels", help="BCQ LUT GEMV/GEMM vs numpy fp32 and onnxruntime MatMul/MatMulNBits",
+                       description="Time y = W x for BCQ matrices (q = 1..4) against numpy float32 and "
+                                   "onnxruntime (fp32 MatMul, MatMulNBits 4/2-bit) at the same thread count; "
+                                   "report medians, ratios, the machine and the memory-bandwidth bound.")
+    bk.add_argument("--quick", action="store_true", help="two small shapes and short timings (about 20 s)")
+    bk.add_argument("--shapes", type=_shapes, default=None, help="comma-separated OUTxIN shapes")
+    bk.add_argument("--bits", type=_int_list, default=[1, 2, 3, 4], help="BCQ bit widths (default 1,2,3,4)")
+    bk.add_argument("--batch", type=_int_list, default=[1, 8], help="batch sizes (default 1,8)")
+    bk.add_argument("--threads", type=_int_list, default=[1, 2], help="thread counts (default 1,2)")
+    bk.add_argument("--min-time", type=float, default=0.3, help="seconds of repeats per measurement (default 0.3)")
+    bk.add_argument("--out", default=None, help="directory for <name>.json and <name>.md (e.g. benchmarks)")
+    bk.add_argument("--name", default="kernels", help="report file name stem (default kernels)")
+    bk.set_defaults(func=_cmd_bench_kernels)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        # A verb without its object (e.g. `ondevice bench`) prints that verb's help.
+        sub = {"quantize": "quantize matrix", "bench": "bench kernels"}.get(args.verb or "")
+        parser.print_help() if sub is None else parser.parse_args([args.verb, "--help"])
+        return 2
+    try:
+        return func(args)
+    except (OndeviceError, ValueError) as e:
+        print(f"ondevice: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("ondevice: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""Typed exceptions of the ondevice package.
+
+Every error a user can cause (a bad argument, a corrupt model file) is raised
+as a subclass of :class:`OndeviceError`, so applications can catch one type;
+each also derives from the built-in type that best describes it (``ValueError``)
+so generic handlers keep working.
+"""
+
+from __future__ import annotations
+
+
+class OndeviceError(Exception):
+    """Base class of every error raised by ondevice."""
+
+
+class BCQFormatError(OndeviceError, ValueError):
+    """A bit-plane (``.bcq``) file or buffer violates docs/bitplane-format.md."""
+
+
+class KernelArgumentError(OndeviceError, ValueError):
+    """Arguments to a quantized matrix or kernel call cannot be valid."""

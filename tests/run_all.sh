@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The project's whole test suite (the README's second command; .ci/run runs it):
+#   1. system packages (compilers, CMake, aarch64 cross toolchain, qemu-user)
+#   2. the package with its test extras, built from this checkout
+#   3. C++ tests natively (reference, portable and AVX2 kernels) through CTest
+#   4. C++ tests cross-built for aarch64 and run under qemu (NEON kernels)
+#   5. the Python tests, against the installed package
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+bash scripts/install_system_deps.sh
+python3 -m pip install -q "$ROOT[test]"
+
+echo "== C++ tests (native)"
+cmake -S . -B build/cpp-native -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build/cpp-native
+ctest --test-dir build/cpp-native --output-on-failure
+
+echo "== C++ tests (aarch64 NEON, under qemu)"
+cmake -S . -B build/cpp-aarch64 -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_TOOLCHAIN_FILE="$ROOT/cpp_runtime/cmake/aarch64-linux-gnu.cmake" >/dev/null
+cmake --build build/cpp-aarch64
+ctest --test-dir build/cpp-aarch64 --output-on-failure -V | grep -E "kernels:|passed|failed|FAIL" || true
+ctest --test-dir build/cpp-aarch64 --output-on-failure >/dev/null
+
+echo "== Python tests"
+# Run from tests/ so the source tree's ondevice/ (without the compiled core) does not
+# shadow the installed package.
+cd "$ROOT/tests"
+python3 -m pytest -q -p no:cacheprovider "$@"
