@@ -145,3 +145,41 @@ TEST(dispatch_picks_a_simd_variant_where_available) {
 #endif
   for (KernelVariant k : v) CHECK(variant_from_name(variant_name(k)) == k);
 }
+
+TEST(table_quantizers_are_bit_identical) {
+  // Every ISA's table builder must produce the generic builder's exact bytes,
+  // including on rounding ties, zeros, signed zeros and the extreme scale.
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  const size_t chunks = 515;
+  std::vector<float> xp(4 * chunks);
+  for (auto& v : xp) v = nd(rng);
+  for (size_t i = 0; i < 64; ++i) xp[i] = float(int(i % 9) - 4) * 0.5f;  // exact ties after scaling
+  xp[64] = -0.0f;
+  std::vector<std::pair<const char*, detail::TableQuantizer>> impls = {{"best", detail::best_table_quantizer()}};
+#if defined(ONDEVICE_HAVE_AVX2)
+  if (__builtin_cpu_supports("avx2")) impls.push_back({"avx2", detail::quantize_tables_avx2});
+#endif
+#if defined(ONDEVICE_HAVE_NEON)
+  impls.push_back({"neon", detail::quantize_tables_neon});
+#endif
+  for (float inv : {127.0f / 8.0f, 1.0f, 63.5f, 0.0f, 127.0f / 3.7f}) {
+    std::vector<int8_t> ref(16 * chunks), got(16 * chunks);
+    detail::quantize_tables_generic(xp.data(), 0, chunks, inv, ref.data());
+    for (auto& [name, fn] : impls) {
+      std::fill(got.begin(), got.end(), int8_t(99));
+      fn(xp.data(), 3, chunks, inv, got.data());
+      CHECK_MSG(std::memcmp(got.data() + 48, ref.data() + 48, 16 * (chunks - 3)) == 0, name << " inv " << inv);
+      CHECK_MSG(got[0] == 99 && got[47] == 99, name << " wrote outside [c0, c1)");
+    }
+  }
+  // Entry semantics on one hand-checked chunk: x = (1, 2, 4, 8), inv = 1.
+  const float x[4] = {1, 2, 4, 8};
+  int8_t t[16];
+  detail::quantize_tables_generic(x, 0, 1, 1.0f, t);
+  for (int idx = 0; idx < 16; ++idx) {
+    int expect = 0;
+    for (int j = 0; j < 4; ++j) expect += ((idx >> j) & 1) ? int(x[j]) : -int(x[j]);
+    CHECK(t[idx] == expect);
+  }
+}

@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -71,11 +72,24 @@ def machine_info() -> dict:
     info: dict = {"cpu": _core.cpu_description(), "platform": platform.platform(),
                   "python": sys.version.split()[0], "numpy": np.__version__, "ondevice": __version__,
                   "kernel": _core.default_variant(), "cores": os.cpu_count()}
+    info["isa"], info["cpu_id"], info["caches"] = [], "", ""
     try:
-        flags = Path("/proc/cpuinfo").read_text().split("flags", 1)[1].split("\n", 1)[0].split()
-        info["isa"] = [f for f in ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni") if f in flags]
-    except (OSError, IndexError):
-        info["isa"] = []
+        fields: dict[str, str] = {}
+        for line in Path("/proc/cpuinfo").read_text().split("\n\n", 1)[0].splitlines():
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
+        flags = fields.get("flags", fields.get("Features", "")).split()
+        info["isa"] = [f for f in ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "asimd",
+                                   "asimddp") if f in flags]
+        info["cpu_id"] = ", ".join(f"{k} {fields[k]}" for k in ("cpu family", "model", "stepping", "cpu MHz")
+                                   if k in fields)
+    except OSError:
+        pass
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        info["caches"] = "; ".join(" ".join(line.split()) for line in lscpu.splitlines() if " cache:" in line)
+    except (OSError, subprocess.SubprocessError):
+        pass
     try:
         import onnxruntime
 
@@ -167,7 +181,8 @@ def to_markdown(report: dict) -> str:
              "peer time / ours (> 1: ours faster). BCQ group size "
              f"{report['group_size']}; MatMulNBits block size {report['group_size']}, accuracy_level 4.", "",
              "## Machine", "",
-             f"- CPU: {m['cpu']}", f"- ISA: {', '.join(m['isa'])}", f"- platform: {m['platform']}",
+             f"- CPU: {m['cpu']}; {m.get('cpu_id', '')}", f"- caches: {m.get('caches', '')}",
+             f"- ISA: {', '.join(m['isa'])}", f"- platform: {m['platform']}",
              f"- python {m['python']}, numpy {m['numpy']}, onnxruntime {m['onnxruntime']}, ondevice {m['ondevice']}",
              f"- BLAS: {m['blas']}", f"- kernel variant: {m['kernel']}; environment: {m['env'] or 'no overrides'}",
              "- measured read bandwidth (numpy sum over 256 MiB): " +

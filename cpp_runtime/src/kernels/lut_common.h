@@ -30,6 +30,22 @@ struct LutActivations {
 
 LutActivations build_lut_activations(const BitplaneLayout& layout, const float* x, size_t batch);
 
+// Quantized tables of chunks [c0, c1) of one zero-padded input vector xp
+// (4 floats per chunk): out[16 c + idx] = round_half_even(T_c[idx] * inv)
+// clamped to +-127, where T_c[idx] = (lo + hi) with lo = (+-x0) + (+-x1) and
+// hi = (+-x2) + (+-x3), bit j of idx set meaning +x_j. Every implementation
+// performs exactly these IEEE operations, so all produce identical bytes.
+using TableQuantizer = void (*)(const float* xp, size_t c0, size_t c1, float inv, int8_t* out);
+void quantize_tables_generic(const float* xp, size_t c0, size_t c1, float inv, int8_t* out);
+#if defined(ONDEVICE_HAVE_AVX2)
+void quantize_tables_avx2(const float* xp, size_t c0, size_t c1, float inv, int8_t* out);
+#endif
+#if defined(ONDEVICE_HAVE_NEON)
+void quantize_tables_neon(const float* xp, size_t c0, size_t c1, float inv, int8_t* out);
+#endif
+// The fastest table quantizer this CPU supports.
+TableQuantizer best_table_quantizer();
+
 // A tile kernel computes Y rows [32*tile_begin, min(32*tile_end, rows)) for all
 // batch columns, without offsets (added by the caller's shared epilogue).
 using TileKernel = void (*)(const BitplaneMatrix& w, const LutActivations& a, float* y,

@@ -10,6 +10,35 @@
 
 namespace ondevice::detail {
 
+void quantize_tables_generic(const float* xp, size_t c0, size_t c1, float inv, int8_t* out) {
+  for (size_t c = c0; c < c1; ++c) {
+    const float* v = xp + 4 * c;
+    // Entry idx = l | h << 2: l's bits pick the signs of x0, x1; h's of x2, x3.
+    const float lo[4] = {-v[0] - v[1], v[0] - v[1], -v[0] + v[1], v[0] + v[1]};
+    const float hi[4] = {-v[2] - v[3], v[2] - v[3], -v[2] + v[3], v[2] + v[3]};
+    int8_t* t = out + 16 * c;
+    for (int h = 0; h < 4; ++h)
+      for (int l = 0; l < 4; ++l) {
+        // Round half to even by the 1.5 * 2^23 trick: exact for |value| < 2^22,
+        // identical on every IEEE platform (no libm call, no contraction).
+        float q = (lo[l] + hi[h]) * inv;
+        q = (q + 12582912.0f) - 12582912.0f;
+        t[4 * h + l] = int8_t(std::min(127.0f, std::max(-127.0f, q)));
+      }
+  }
+}
+
+TableQuantizer best_table_quantizer() {
+#if defined(ONDEVICE_HAVE_AVX2) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2")) return quantize_tables_avx2;
+#endif
+#if defined(ONDEVICE_HAVE_NEON)
+  return quantize_tables_neon;
+#endif
+  return quantize_tables_generic;
+}
+
 LutActivations build_lut_activations(const BitplaneLayout& L, const float* x, size_t batch) {
   LutActivations a;
   a.batch = batch;
@@ -21,6 +50,7 @@ LutActivations build_lut_activations(const BitplaneLayout& L, const float* x, si
   a.group_sum.assign(batch * a.ngroups, 0.0f);
   std::vector<float> xp(a.chunks * 4, 0.0f);  // one input vector, zero-padded to whole chunks
   std::vector<float> absum(a.chunks);
+  const TableQuantizer quantize = best_table_quantizer();
   for (size_t b = 0; b < batch; ++b) {
     const float* xb = x + b * L.cols;
     std::copy(xb, xb + L.cols, xp.begin());
@@ -31,7 +61,12 @@ LutActivations build_lut_activations(const BitplaneLayout& L, const float* x, si
         throw ArgumentError("input row " + std::to_string(b) + " has a non-finite (or overflowing) value near column " +
                             std::to_string(4 * c));
     }
-    for (uint32_t k = 0; k < L.cols; ++k) a.group_sum[b * a.ngroups + k / L.group_size] += xb[k];
+    for (uint32_t g = 0; g < L.groups; ++g) {
+      const uint32_t k0 = g * L.group_size, k1 = std::min(k0 + L.group_size, L.cols);
+      float sum = 0.0f;
+      for (uint32_t k = k0; k < k1; ++k) sum += xb[k];
+      a.group_sum[b * a.ngroups + g] = sum;
+    }
     int8_t* tb = a.tables.data() + b * a.chunks * 16;
     for (size_t blk = 0; blk < a.nblocks; ++blk) {
       const LutBlock& B = L.blocks[blk];
@@ -39,21 +74,7 @@ LutActivations build_lut_activations(const BitplaneLayout& L, const float* x, si
       for (size_t c = 2 * size_t(B.byte_begin); c < 2 * size_t(B.byte_end); ++c) maxabs = std::max(maxabs, absum[c]);
       const float inv = maxabs > 0.0f ? 127.0f / maxabs : 0.0f;
       a.block_scale[b * a.nblocks + blk] = maxabs / 127.0f;
-      for (size_t c = 2 * size_t(B.byte_begin); c < 2 * size_t(B.byte_end); ++c) {
-        // Entry idx = lo | hi << 2: lo's bits pick the signs of x0, x1; hi's of x2, x3.
-        const float* v = &xp[4 * c];
-        const float lo[4] = {-v[0] - v[1], v[0] - v[1], -v[0] + v[1], v[0] + v[1]};
-        const float hi[4] = {-v[2] - v[3], v[2] - v[3], -v[2] + v[3], v[2] + v[3]};
-        int8_t* t = tb + 16 * c;
-        for (int h = 0; h < 4; ++h)
-          for (int l = 0; l < 4; ++l) {
-            // Round half to even by the 1.5 * 2^23 trick: exact for |value| < 2^22,
-            // identical on every IEEE platform (no libm call, no contraction).
-            float q = (lo[l] + hi[h]) * inv;
-            q = (q + 12582912.0f) - 12582912.0f;
-            t[4 * h + l] = int8_t(std::min(127.0f, std::max(-127.0f, q)));
-          }
-      }
+      quantize(xp.data(), 2 * size_t(B.byte_begin), 2 * size_t(B.byte_end), inv, tb);
     }
   }
   return a;
