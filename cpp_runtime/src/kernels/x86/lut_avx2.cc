@@ -58,18 +58,84 @@ void tile_avx2(const uint8_t* W, const float* A, const LutActivations& a, const 
   for (int k = 0; k < 4; ++k) _mm256_storeu_ps(out + 8 * k, facc[k]);
 }
 
+// Several activation vectors at once (batch > 1): planes in the outer loop so
+// that the nibble indices of a step are extracted once and reused for NB
+// columns' tables. Float accumulation order per column is the same as in
+// tile_avx2 (block, then plane), so results are bit-identical.
+template <uint32_t NB>
+void tile_avx2_columns(const uint8_t* W, const float* A, uint32_t q, const LutActivations& a,
+                       const BitplaneLayout& L, size_t b0, float (*out)[kTileRows]) {
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  const __m256i ones = _mm256_set1_epi8(1);
+  __m256 facc[NB][4];
+  for (uint32_t c = 0; c < NB; ++c)
+    for (int k = 0; k < 4; ++k) facc[c][k] = _mm256_setzero_ps();
+  const int8_t* T[NB];
+  for (uint32_t c = 0; c < NB; ++c) T[c] = a.table(b0 + c);
+  for (size_t blk = 0; blk < L.blocks.size(); ++blk) {
+    const LutBlock& B = L.blocks[blk];
+    for (uint32_t i = 0; i < q; ++i) {
+      __m256i acc0[NB], acc1[NB];
+      for (uint32_t c = 0; c < NB; ++c) acc0[c] = acc1[c] = _mm256_setzero_si256();
+      const uint8_t* wp = W + (size_t(B.byte_begin) * q + i) * kTileRows;
+      for (uint32_t s = B.byte_begin; s < B.byte_end; ++s, wp += q * kTileRows) {
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wp));
+        const __m256i ilo = _mm256_and_si256(v, low4);
+        const __m256i ihi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+        for (uint32_t c = 0; c < NB; ++c) {
+          const int8_t* t2 = T[c] + size_t(2 * s) * 16;
+          const __m256i tlo = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t2)));
+          const __m256i thi = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t2 + 16)));
+          const __m256i rlo = _mm256_shuffle_epi8(tlo, ilo);
+          const __m256i rhi = _mm256_shuffle_epi8(thi, ihi);
+          acc0[c] = _mm256_add_epi16(acc0[c], _mm256_maddubs_epi16(ones, _mm256_unpacklo_epi8(rlo, rhi)));
+          acc1[c] = _mm256_add_epi16(acc1[c], _mm256_maddubs_epi16(ones, _mm256_unpackhi_epi8(rlo, rhi)));
+        }
+      }
+      const float* al = A + (size_t(B.group) * q + i) * kTileRows;
+      for (uint32_t c = 0; c < NB; ++c) {
+        const __m256 sb = _mm256_set1_ps(a.scales(b0 + c)[blk]);
+        const __m256 f[4] = {
+            _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(acc0[c]))),
+            _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(acc1[c]))),
+            _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(acc0[c], 1))),
+            _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(acc1[c], 1))),
+        };
+        for (int k = 0; k < 4; ++k)
+          facc[c][k] = _mm256_fmadd_ps(f[k], _mm256_mul_ps(_mm256_loadu_ps(al + 8 * k), sb), facc[c][k]);
+      }
+    }
+  }
+  for (uint32_t c = 0; c < NB; ++c)
+    for (int k = 0; k < 4; ++k) _mm256_storeu_ps(out[c] + 8 * k, facc[c][k]);
+}
+
 }  // namespace
 
 void lut_tiles_avx2(const BitplaneMatrix& w, const LutActivations& a, float* y, uint32_t tile_begin,
                     uint32_t tile_end) {
   const BitplaneLayout& L = w.layout();
   alignas(32) float out[kTileRows];
+  alignas(32) float outs[4][kTileRows];
   for (uint32_t t = tile_begin; t < tile_end; ++t) {
     const uint8_t* W = w.planes() + L.tile_plane_offset[t];
     const float* A = w.alpha() + L.tile_alpha_offset[t];
     const uint32_t nrows = std::min(kTileRows, L.rows - t * kTileRows);
-    for (size_t b = 0; b < a.batch; ++b) {
-      switch (L.tile_bits[t]) {
+    const uint32_t q = L.tile_bits[t];
+    // Columns per pass, measured on Zen 4: 4 for q <= 3; at q = 4 the strided
+    // plane reads favour 2.
+    const uint32_t columns = q <= 3 ? 4 : 2;
+    size_t b = 0;
+    for (; b + columns <= a.batch; b += columns) {
+      if (columns == 4)
+        tile_avx2_columns<4>(W, A, q, a, L, b, outs);
+      else
+        tile_avx2_columns<2>(W, A, q, a, L, b, outs);
+      for (uint32_t c = 0; c < columns; ++c)
+        std::memcpy(y + (b + c) * L.rows + size_t(t) * kTileRows, outs[c], nrows * sizeof(float));
+    }
+    for (; b < a.batch; ++b) {
+      switch (q) {
         case 1: tile_avx2<1>(W, A, a, L, b, out); break;
         case 2: tile_avx2<2>(W, A, a, L, b, out); break;
         case 3: tile_avx2<3>(W, A, a, L, b, out); break;
