@@ -8,6 +8,7 @@ same bytes a model file holds.
 
 from __future__ import annotations
 
+import operator
 import os
 from typing import Sequence
 
@@ -16,15 +17,31 @@ import numpy as np
 from . import bcq, bitplane
 from .errors import BCQFormatError, KernelArgumentError
 
-_default_threads = max(1, os.cpu_count() or 1)
+def _usable_cores() -> int:
+    """Cores this process may run on (affinity / cgroup-pinned sets), not all cores of the host."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _thread_count(n: object) -> int:
+    try:
+        value = operator.index(n)  # int, numpy integers; not floats or bools' lookalikes
+    except TypeError:
+        raise KernelArgumentError(f"threads must be a positive integer, got {n!r}") from None
+    if isinstance(n, bool) or value < 1:
+        raise KernelArgumentError(f"threads must be a positive integer, got {n!r}")
+    return min(value, 1024)
+
+
+_default_threads = _usable_cores()
 
 
 def set_num_threads(n: int) -> None:
     """Sets the default thread count of :meth:`BCQMatrix.matmul` (default: all cores)."""
     global _default_threads
-    if not isinstance(n, int) or n < 1:
-        raise KernelArgumentError(f"threads must be a positive int, got {n!r}")
-    _default_threads = n
+    _default_threads = _thread_count(n)
 
 
 def get_num_threads() -> int:
@@ -45,10 +62,13 @@ class BCQMatrix:
     :meth:`matmul` computes ``x @ W.T``.
     """
 
-    def __init__(self, packed: bitplane.PackedPlanes):
+    def __init__(self, packed: bitplane.PackedPlanes, alpha_dtype: str = "float32"):
         from . import _core
 
+        if alpha_dtype not in ("float32", "float16"):
+            raise KernelArgumentError(f"alpha_dtype must be 'float32' or 'float16', got {alpha_dtype!r}")
         self._p = packed
+        self.alpha_dtype = alpha_dtype  # how save() stores the scales by default (and how load() found them)
         try:
             self._core = _core.Matrix(packed.rows, packed.cols, packed.group_size, packed.row_bits,
                                       packed.planes, packed.alpha, packed.offset)
@@ -63,11 +83,15 @@ class BCQMatrix:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "BCQMatrix":
         """Loads a ``.bcq`` file (validated by the C++ reader; BCQFormatError if bad)."""
-        return cls(bitplane.read_file(path))
+        packed, alpha_dtype = bitplane.read_file(path)
+        return cls(packed, alpha_dtype)
 
-    def save(self, path: str | os.PathLike, alpha_dtype: str = "float32") -> None:
-        """Writes a ``.bcq`` file atomically; ``alpha_dtype='float16'`` halves the scale storage."""
-        bitplane.write_file(path, self._p, alpha_dtype)
+    def save(self, path: str | os.PathLike, alpha_dtype: str | None = None) -> None:
+        """Writes a ``.bcq`` file atomically; ``alpha_dtype='float16'`` halves the scale storage.
+
+        The default keeps this matrix's ``alpha_dtype`` (float32 unless it was loaded from float16).
+        """
+        bitplane.write_file(path, self._p, alpha_dtype or self.alpha_dtype)
 
     # -- properties -------------------------------------------------------
     @property
@@ -89,9 +113,12 @@ class BCQMatrix:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the packed data as stored (planes incl. tile padding, fp32 scales, offsets, row bits)."""
+        """Bytes of the packed data as stored in a file: planes (with tile padding), scales and
+        offsets in ``alpha_dtype``, row bits; the 128-byte header and alignment gaps excluded."""
         p = self._p
-        return p.planes.nbytes + p.alpha.nbytes + p.row_bits.nbytes + (0 if p.offset is None else p.offset.nbytes)
+        scale_bytes = 2 if self.alpha_dtype == "float16" else 4
+        n_scales = p.alpha.size + (0 if p.offset is None else p.offset.size)
+        return p.planes.nbytes + p.row_bits.nbytes + scale_bytes * n_scales
 
     @property
     def bits_per_weight(self) -> float:
@@ -125,9 +152,7 @@ class BCQMatrix:
         if a.shape[-1] != self._p.cols:
             raise KernelArgumentError(f"x has {a.shape[-1]} features, the matrix has {self._p.cols} columns")
         x2 = np.ascontiguousarray(a.reshape(-1, self._p.cols), dtype=np.float32)
-        threads = _default_threads if threads is None else threads
-        if not isinstance(threads, int) or threads < 1:
-            raise KernelArgumentError(f"threads must be a positive int, got {threads!r}")
+        threads = _default_threads if threads is None else _thread_count(threads)
         try:
             y = self._core.gemm(x2, kernel or "", threads)
         except _core.ArgumentError as e:
@@ -136,7 +161,15 @@ class BCQMatrix:
 
     def error_bound(self, x: np.ndarray) -> np.ndarray:
         """Per-row bound on |matmul(x) - dequantize() @ x| from the kernels' int8 tables (1-D x)."""
-        return np.asarray(self._core.error_bound(np.ascontiguousarray(x, dtype=np.float32)))
+        from . import _core
+
+        a = np.asarray(x)
+        if a.ndim != 1 or a.shape[0] != self._p.cols or a.dtype.kind not in "fiu":
+            raise KernelArgumentError(f"x must be a real vector of {self._p.cols} values, got shape {a.shape}")
+        try:
+            return np.asarray(self._core.error_bound(np.ascontiguousarray(a, dtype=np.float32)))
+        except _core.ArgumentError as e:
+            raise KernelArgumentError(str(e)) from None
 
 
 def quantize_bcq(w: np.ndarray, bits: int | Sequence[int] | np.ndarray = 2, group_size: int | None = None,

@@ -10,6 +10,7 @@ file and run it without repacking.
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import tempfile
@@ -33,7 +34,13 @@ FLAG_ALPHA_F16 = 2
 
 @dataclass(frozen=True)
 class PackedPlanes:
-    """The four arrays of a quantized matrix, in the spec's flat layout."""
+    """The four arrays of a quantized matrix, in the spec's flat layout.
+
+    Construction normalises dtypes and contiguity, checks every array size
+    against the layout (so a file written from it is always well-formed), and
+    marks the arrays read-only: kernels and files share them, so silent
+    in-place edits would bypass validation.
+    """
 
     rows: int
     cols: int
@@ -42,6 +49,35 @@ class PackedPlanes:
     planes: np.ndarray  # uint8 [sum over tiles of kbytes * tile_bits * 32]
     alpha: np.ndarray  # float32 [sum over tiles of groups * tile_bits * 32]
     offset: np.ndarray | None  # float32 [rows * groups] or None
+
+    def __post_init__(self) -> None:
+        rows, cols, gs = (int(v) for v in (self.rows, self.cols, self.group_size))
+        if rows < 1 or cols < 1:
+            raise BCQFormatError(f"matrix must have at least one row and column, got {rows}x{cols}")
+        if not (gs == cols or (0 < gs < cols and gs % 8 == 0)):
+            raise BCQFormatError(f"group_size must equal cols ({cols}) or be a multiple of 8 below it, got {gs}")
+        arrays = {"row_bits": (self.row_bits, np.uint8), "planes": (self.planes, np.uint8),
+                  "alpha": (self.alpha, np.float32), "offset": (self.offset, np.float32)}
+        for name, (arr, dtype) in arrays.items():
+            if arr is None:
+                continue
+            a = np.ascontiguousarray(np.asarray(arr).reshape(-1), dtype=dtype)
+            if a is arr:
+                a = a.view()
+            a.flags.writeable = False
+            object.__setattr__(self, name, a)
+        for name, v in (("rows", rows), ("cols", cols), ("group_size", gs)):
+            object.__setattr__(self, name, v)
+        if self.row_bits.size != rows or self.row_bits.min() < 1 or self.row_bits.max() > MAX_BITS:
+            raise BCQFormatError(f"row_bits must hold {rows} values in 1..{MAX_BITS}")
+        tb = tile_bits(self.row_bits).astype(np.int64)
+        kbytes, groups = -(-cols // 8), num_groups(cols, gs)
+        expect = {"planes": int(tb.sum()) * kbytes * TILE_ROWS, "alpha": int(tb.sum()) * groups * TILE_ROWS,
+                  "offset": rows * groups}
+        for name, n in expect.items():
+            arr = getattr(self, name)
+            if arr is not None and arr.size != n:
+                raise BCQFormatError(f"{name} has {arr.size} elements, the layout needs {n}")
 
 
 def num_groups(cols: int, group_size: int) -> int:
@@ -73,6 +109,9 @@ def pack(signs: np.ndarray, alpha: np.ndarray, row_bits: np.ndarray, group_size:
     """
     n, qmax, k = signs.shape
     row_bits = np.asarray(row_bits, dtype=np.uint8)
+    if int(group_size) < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}")
+    group_size = min(int(group_size), k)  # a group spanning the row is stored as cols
     groups = num_groups(k, group_size)
     if alpha.shape != (n, qmax, groups):
         raise ValueError(f"alpha must have shape {(n, qmax, groups)}, got {alpha.shape}")
@@ -153,8 +192,9 @@ def to_bytes(p: PackedPlanes, alpha_dtype: str = "float32") -> bytes:
     with np.errstate(over="ignore"):  # overflow to inf is detected just below
         alpha = p.alpha.astype(dt)
         offset = None if p.offset is None else p.offset.astype(dt)
-    if alpha_dtype == "float16" and (not np.isfinite(alpha).all() or (offset is not None and not np.isfinite(offset).all())):
-        raise ValueError("scales or offsets overflow float16; save with alpha_dtype='float32'")
+    if not np.isfinite(alpha).all() or (offset is not None and not np.isfinite(offset).all()):
+        raise ValueError("scales or offsets are not finite" +
+                         (" in float16; save with alpha_dtype='float32'" if alpha_dtype == "float16" else ""))
     off_bits = HEADER_BYTES
     off_planes = _align(off_bits + p.rows)
     off_alpha = _align(off_planes + p.planes.nbytes)
@@ -181,8 +221,12 @@ def write_file(path: str | os.PathLike, p: PackedPlanes, alpha_dtype: str = "flo
     """Writes atomically: a temporary file in the same directory, fsync, then rename."""
     data = to_bytes(p, alpha_dtype)
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    directory = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -191,14 +235,34 @@ def write_file(path: str | os.PathLike, p: PackedPlanes, alpha_dtype: str = "flo
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    try:  # make the rename itself durable
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
 
 
-def read_file(path: str | os.PathLike) -> PackedPlanes:
-    """Reads and validates a ``.bcq`` file with the C++ reader; raises BCQFormatError."""
+def read_file(path: str | os.PathLike) -> tuple[PackedPlanes, str]:
+    """Reads and validates a ``.bcq`` file with the C++ reader.
+
+    Returns the arrays and the scales' storage dtype ("float32"/"float16").
+    A missing path raises FileNotFoundError, a directory IsADirectoryError,
+    and anything that is not a valid file BCQFormatError.
+    """
     from . import _core
 
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(errno.ENOENT, "no such bit-plane file", os.fspath(path))
+    if p.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a directory, not a bit-plane file", os.fspath(path))
     try:
         d = _core.read_bitplane_file(os.fspath(path))
     except _core.FormatError as e:
         raise BCQFormatError(str(e)) from None
-    return PackedPlanes(d["rows"], d["cols"], d["group_size"], d["row_bits"], d["planes"], d["alpha"], d["offset"])
+    packed = PackedPlanes(d["rows"], d["cols"], d["group_size"], d["row_bits"], d["planes"], d["alpha"],
+                          d["offset"])
+    return packed, d["alpha_dtype"]

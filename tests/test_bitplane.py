@@ -91,7 +91,8 @@ def test_file_round_trip_through_cpp_reader(tmp_path, rng, alpha_dtype, with_off
     r = bcq.quantize(w, rng.integers(1, 5, size=67), group_size=24, method="greedy", offset=with_offset)
     p = bitplane.pack(r.signs, r.alpha, r.row_bits, r.group_size, r.offset)
     path = _write(tmp_path, p, alpha_dtype=alpha_dtype)
-    back = bitplane.read_file(path)
+    back, stored = bitplane.read_file(path)
+    assert stored == alpha_dtype
     assert (back.rows, back.cols, back.group_size) == (67, 75, 24)
     np.testing.assert_array_equal(back.row_bits, p.row_bits)
     np.testing.assert_array_equal(back.planes, p.planes)
@@ -135,14 +136,76 @@ def test_every_truncation_and_byte_flip_is_rejected(tmp_path, rng):
             bitplane.read_file(bad)
 
 
-def test_missing_and_non_regular_files_raise_format_error(tmp_path):
-    with pytest.raises(BCQFormatError, match="cannot open"):
+def test_missing_directory_and_foreign_files(tmp_path):
+    with pytest.raises(FileNotFoundError):
         bitplane.read_file(tmp_path / "nope.bcq")
-    with pytest.raises(BCQFormatError):
+    with pytest.raises(IsADirectoryError):
         bitplane.read_file(tmp_path)
     (tmp_path / "text.bcq").write_text("hello, this is not a model" * 10)
     with pytest.raises(BCQFormatError, match="magic"):
         bitplane.read_file(tmp_path / "text.bcq")
+    (tmp_path / "empty.bcq").write_bytes(b"")
+    with pytest.raises(BCQFormatError, match="shorter than"):
+        bitplane.read_file(tmp_path / "empty.bcq")
+
+
+def _fix_checksums(b: bytearray) -> bytes:
+    struct.pack_into("<Q", b, 96, len(b))
+    struct.pack_into("<I", b, 104, zlib.crc32(bytes(b[128:])))
+    struct.pack_into("<I", b, 108, zlib.crc32(bytes(b[:108])))
+    return bytes(b)
+
+
+def test_structural_corruption_behind_valid_checksums_is_rejected(tmp_path, rng):
+    # The checksums are recomputed, so these reach the reader's structural checks.
+    signs, alpha, rb = random_signs(rng, 5, 2, 21)
+    good = _write(tmp_path, bitplane.pack(signs, alpha, rb, 16)).read_bytes()
+    off_bits, _, off_planes, _, off_alpha = struct.unpack_from("<5Q", good, 32)
+    edits = {
+        "row bits 0": lambda b: b.__setitem__(off_bits, 0),
+        "row bits 5": lambda b: b.__setitem__(off_bits, 5),
+        "NaN scale": lambda b: struct.pack_into("<f", b, off_alpha, float("nan")),
+        "padding bits beyond cols": lambda b: b.__setitem__(off_planes + 2 * 2 * 32, 0x80),
+        "padding row bits": lambda b: b.__setitem__(off_planes + 31, 1),
+        "trailing bytes": lambda b: b.extend(bytes(64)),
+        "nonzero gap": lambda b: b.__setitem__(off_planes - 1, 7),
+        "cols 2^32-1": lambda b: struct.pack_into("<II", b, 20, 2**32 - 1, 2**32 - 1),
+        "rows 2^32-1": lambda b: struct.pack_into("<I", b, 16, 2**32 - 1),
+    }
+    bad = tmp_path / "bad.bcq"
+    for what, edit in edits.items():
+        b = bytearray(good)
+        edit(b)
+        bad.write_bytes(_fix_checksums(b))
+        with pytest.raises(BCQFormatError):
+            bitplane.read_file(bad)
+            pytest.fail(what)
+
+
+def test_packed_planes_normalises_and_freezes_arrays(rng):
+    signs, alpha, rb = random_signs(rng, 4, 2, 10)
+    p = bitplane.pack(signs, alpha, rb, 10)
+    q = bitplane.PackedPlanes(4, 10, 10, p.row_bits.astype(np.int64), p.planes, p.alpha.astype(np.float64), None)
+    assert q.row_bits.dtype == np.uint8 and q.alpha.dtype == np.float32
+    assert bitplane.to_bytes(q) == bitplane.to_bytes(p)
+    with pytest.raises(ValueError):
+        q.alpha[0] = 1.0
+    with pytest.raises(BCQFormatError, match="layout needs"):
+        bitplane.PackedPlanes(4, 10, 10, p.row_bits, p.planes[:-1], p.alpha, None)
+    with pytest.raises(BCQFormatError, match="group_size"):
+        bitplane.PackedPlanes(4, 10, 16, p.row_bits, p.planes, p.alpha, None)
+    # A group spanning the whole row is normalised to cols when packing.
+    assert bitplane.pack(signs, alpha, rb, 16).group_size == 10
+
+
+def test_saved_file_follows_umask(tmp_path, rng):
+    import os
+
+    signs, alpha, rb = random_signs(rng, 3, 2, 12)
+    path = _write(tmp_path, bitplane.pack(signs, alpha, rb, 12))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_write_is_atomic(tmp_path, rng, monkeypatch):
@@ -150,10 +213,6 @@ def test_write_is_atomic(tmp_path, rng, monkeypatch):
     p = bitplane.pack(signs, alpha, rb, 12)
     path = _write(tmp_path, p)
     before = path.read_bytes()
-    huge = bitplane.PackedPlanes(p.rows, p.cols, p.group_size, p.row_bits, p.planes, p.alpha * 1e6, None)
-    with pytest.raises(ValueError, match="float16"):
-        bitplane.write_file(path, huge, "float16")
-    assert path.read_bytes() == before
     # A failure while replacing (disk full, killed process) leaves the old file and no temp file.
     import os
 
@@ -165,6 +224,13 @@ def test_write_is_atomic(tmp_path, rng, monkeypatch):
         bitplane.write_file(path, bitplane.pack(signs, alpha * 2, rb, 12))
     assert path.read_bytes() == before
     assert sorted(x.name for x in tmp_path.iterdir()) == ["m.bcq"]
+
+
+def test_scales_that_do_not_fit_are_refused(tmp_path, rng):
+    signs, alpha, rb = random_signs(rng, 3, 2, 12)
+    p = bitplane.pack(signs, alpha * 1e6, rb, 12)
+    with pytest.raises(ValueError, match="float16"):
+        bitplane.to_bytes(p, "float16")
 
 
 def test_pack_rejects_bad_group_size(rng):

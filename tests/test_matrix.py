@@ -3,7 +3,9 @@ against numpy's dequantize() @ x, on odd shapes, q = 1..4, groups, offsets, batc
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -74,15 +76,16 @@ def test_lut_error_is_small_in_practice(rng):
 
 
 def test_shared_matrix_from_many_threads(rng):
-    w = rng.standard_normal((256, 384)).astype(np.float32)
-    m = quantize_bcq(w, bits=2, group_size=128)
-    xs = [rng.standard_normal((4, 384)).astype(np.float32) for _ in range(8)]
+    # Large enough that every call splits its rows over the kernel thread pool too.
+    w = rng.standard_normal((2048, 2048)).astype(np.float32)
+    m = quantize_bcq(w, bits=2, group_size=128, method="greedy")
+    xs = [rng.standard_normal((4, 2048)).astype(np.float32) for _ in range(8)]
     expected = [m.matmul(x, threads=1) for x in xs]
-    results: dict[int, np.ndarray] = {}
+    results: dict[int, list[np.ndarray]] = {i: [] for i in range(8)}
 
     def work(i: int) -> None:
-        for _ in range(20):
-            results[i] = m.matmul(xs[i], threads=2)
+        for _ in range(5):
+            results[i].append(m.matmul(xs[i], threads=2))
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
     for t in threads:
@@ -90,7 +93,30 @@ def test_shared_matrix_from_many_threads(rng):
     for t in threads:
         t.join()
     for i in range(8):
-        np.testing.assert_array_equal(results[i], expected[i])
+        assert len(results[i]) == 5
+        for r in results[i]:
+            np.testing.assert_array_equal(r, expected[i])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_kernel_pool_survives_fork(rng):
+    w = rng.standard_normal((2048, 2048)).astype(np.float32)
+    m = quantize_bcq(w, bits=2, group_size=128, method="greedy")
+    x = rng.standard_normal((4, 2048)).astype(np.float32)
+    expected = m.matmul(x, threads=2)  # the parent's pool has started its workers
+    pid = os.fork()
+    if pid == 0:  # child: must not hang on the parent's (absent) worker threads
+        ok = np.array_equal(m.matmul(x, threads=2), expected)
+        os._exit(0 if ok else 3)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    pytest.fail("matmul in a forked child hung")
 
 
 def test_save_load_round_trip(tmp_path, rng):
@@ -106,6 +132,9 @@ def test_save_load_round_trip(tmp_path, rng):
     m3 = BCQMatrix.load(tmp_path / "h.bcq")
     np.testing.assert_allclose(m3.dequantize(), m.dequantize(), rtol=2e-3, atol=2e-3)
     assert (tmp_path / "h.bcq").stat().st_size < (tmp_path / "w.bcq").stat().st_size
+    assert m3.alpha_dtype == "float16" and m3.nbytes < m.nbytes
+    m3.save(tmp_path / "h2.bcq")  # keeps float16 storage
+    assert (tmp_path / "h2.bcq").read_bytes() == (tmp_path / "h.bcq").read_bytes()
 
 
 def test_size_accounting(rng):
@@ -151,6 +180,14 @@ def test_matmul_rejects_bad_input(rng):
         m.matmul(np.ones(16, np.float32), threads=0)
     with pytest.raises(KernelArgumentError, match="not available"):
         m.matmul(np.ones(16, np.float32), kernel="lut_sse9")
+    with pytest.raises(KernelArgumentError):
+        m.matmul(np.ones(16, np.float32), threads=1.5)
+    np.testing.assert_array_equal(m.matmul(np.ones(16, np.float32), threads=np.int64(2)),
+                                  m.matmul(np.ones(16, np.float32), threads=1))
+    with pytest.raises(KernelArgumentError):
+        m.error_bound(np.ones(15, np.float32))
+    with pytest.raises(KernelArgumentError):
+        m.error_bound(np.ones((2, 16), np.float32))
     assert m.matmul(np.zeros((0, 16), np.float32)).shape == (0, 8)
 
 
@@ -161,6 +198,8 @@ def test_inconsistent_arrays_are_rejected(rng):
 
     with pytest.raises(BCQFormatError):
         BCQMatrix(PackedPlanes(p.rows, p.cols, p.group_size, p.row_bits, p.planes[:-1], p.alpha, None))
+    with pytest.raises(ValueError):  # the packed arrays are read-only once validated
+        p.alpha[0] = np.nan
     bad_alpha = p.alpha.copy()
     bad_alpha[0] = np.inf
     with pytest.raises(BCQFormatError):

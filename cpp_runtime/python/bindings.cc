@@ -40,10 +40,8 @@ class Matrix {
   Matrix(uint32_t rows, uint32_t cols, uint32_t group_size, CArray<uint8_t> row_bits, CArray<uint8_t> planes,
          CArray<float> alpha, std::optional<CArray<float>> offset)
       : row_bits_(row_bits), planes_(planes), alpha_(alpha) {
-    if (row_bits.size() != rows) throw ArgumentError("row_bits must have one entry per row");
     if (offset) offset_ = *offset;
-    BitplaneLayout layout = make_layout(rows, cols, group_size, row_bits.data());
-    matrix_ = BitplaneMatrix(std::move(layout), row_bits.data(), row_bits.size(), planes.data(), planes.size(),
+    matrix_ = BitplaneMatrix(rows, cols, group_size, row_bits.data(), row_bits.size(), planes.data(), planes.size(),
                              alpha.data(), alpha.size(), offset ? offset->data() : nullptr,
                              offset ? offset->size() : 0, nullptr);
   }
@@ -82,15 +80,17 @@ class Matrix {
 // Reads a `.bcq` file with the C++ reader and returns its fields (copies).
 nb::dict read_bitplane_file(const std::string& path) {
   BitplaneMatrix m;
+  bool alpha_f16;
   {
     nb::gil_scoped_release release;
-    m = load_bitplane_file(path);
+    m = load_bitplane_file(path, &alpha_f16);
   }
   const BitplaneLayout& L = m.layout();
   nb::dict d;
   d["rows"] = L.rows;
   d["cols"] = L.cols;
   d["group_size"] = L.group_size;
+  d["alpha_dtype"] = alpha_f16 ? "float16" : "float32";
   d["row_bits"] = owned_array<uint8_t>(m.row_bits(), {size_t(L.rows)});
   d["planes"] = owned_array<uint8_t>(m.planes(), {size_t(L.plane_bytes())});
   d["alpha"] = owned_array<float>(m.alpha(), {size_t(L.alpha_count())});

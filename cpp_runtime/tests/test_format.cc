@@ -3,7 +3,9 @@
 // single-byte corruption of a small file (each must be a FormatError).
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <memory>
+#include <tuple>
 
 #include "ondevice/bitplane_format.h"
 #include "ondevice/error.h"
@@ -60,8 +62,8 @@ TEST(matrix_rejects_inconsistent_contents) {
   auto m = testing::make_random_matrix(33, 13, 13, 1, 3, true, rng);
   const BitplaneLayout& L = m.matrix.layout();
   auto rebuild = [&] {
-    return BitplaneMatrix(L, m.row_bits.data(), L.rows, m.planes.data(), L.plane_bytes(), m.alpha.data(),
-                          L.alpha_count(), m.offset.data(), m.offset.size(), nullptr);
+    return BitplaneMatrix(L.rows, L.cols, L.group_size, m.row_bits.data(), L.rows, m.planes.data(),
+                          L.plane_bytes(), m.alpha.data(), L.alpha_count(), m.offset.data(), m.offset.size(), nullptr);
   };
   (void)rebuild();
   m.alpha[3] = std::nanf("");
@@ -75,8 +77,14 @@ TEST(matrix_rejects_inconsistent_contents) {
   m.planes[L.tile_plane_offset[1] + 5] = 1;
   CHECK_THROWS(rebuild(), ArgumentError);
   m.planes[L.tile_plane_offset[1] + 5] = 0;
-  CHECK_THROWS(BitplaneMatrix(L, m.row_bits.data(), L.rows, m.planes.data(), L.plane_bytes() - 1, m.alpha.data(),
-                              L.alpha_count(), nullptr, 0, nullptr),
+  CHECK_THROWS(BitplaneMatrix(L.rows, L.cols, L.group_size, m.row_bits.data(), L.rows, m.planes.data(),
+                              L.plane_bytes() - 1, m.alpha.data(), L.alpha_count(), nullptr, 0, nullptr),
+               ArgumentError);
+  // A row claiming more bits than its tile stores is caught (layout derived, not trusted).
+  std::vector<uint8_t> more_bits = m.row_bits;
+  more_bits[0] = 4;
+  CHECK_THROWS(BitplaneMatrix(L.rows, L.cols, L.group_size, more_bits.data(), L.rows, m.planes.data(),
+                              L.plane_bytes(), m.alpha.data(), L.alpha_count(), nullptr, 0, nullptr),
                ArgumentError);
 }
 
@@ -124,21 +132,113 @@ TEST(file_every_truncation_and_corruption_is_rejected) {
   CHECK_THROWS(parse_bitplane_file(nullptr, 0, nullptr), FormatError);
 }
 
+namespace {
+
+void put_le(std::vector<uint8_t>& b, size_t pos, uint64_t v, int n) {
+  for (int i = 0; i < n; ++i) b[pos + i] = uint8_t(v >> (8 * i));
+}
+
+// Recomputes both checksums, so that the structural checks behind them are reached.
+void fix_checksums(std::vector<uint8_t>& b) {
+  put_le(b, 96, b.size(), 8);
+  put_le(b, 104, crc32(b.data() + 128, b.size() - 128), 4);
+  put_le(b, 108, crc32(b.data(), 108), 4);
+}
+
+uint64_t get_le(const std::vector<uint8_t>& b, size_t pos) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v |= uint64_t(b[pos + i]) << (8 * i);
+  return v;
+}
+
+}  // namespace
+
 TEST(file_rejects_hostile_headers_with_valid_checksums) {
   std::mt19937 rng(4);
   auto m = testing::make_random_matrix(5, 20, 20, 1, 3, false, rng);
   const std::vector<uint8_t> good = testing::serialize(m, false);
-  auto patch = [&](size_t pos, uint64_t v, int n) {
-    std::vector<uint8_t> b = good;
-    for (int i = 0; i < n; ++i) b[pos + i] = uint8_t(v >> (8 * i));
-    const uint32_t h = crc32(b.data(), 108);
-    for (int i = 0; i < 4; ++i) b[108 + i] = uint8_t(h >> (8 * i));
-    return b;
+  using Patch = std::vector<std::tuple<size_t, uint64_t, int>>;
+  const std::vector<Patch> patches = {
+      {{20, 0xFFFFFFFFu, 4}, {24, 0xFFFFFFFFu, 4}},  // cols = group = 2^32-1 (wraps 32-bit layout math)
+      {{20, 0xFFFFFFF9u, 4}, {24, 8, 4}},
+      {{16, 0xFFFFFFFFu, 4}},
+      {{16, 0xFFFFFFFFu, 4}, {40, 0xFFFFFFFFu, 8}},
+      {{20, 0xFFFFFFFFu, 4}}, {{24, 7, 4}}, {{24, 0, 4}}, {{48, 1ull << 62, 8}}, {{56, 1ull << 63, 8}},
+      {{64, 3, 8}}, {{4, 2, 2}}, {{12, 4, 4}}, {{28, 16, 4}}, {{40, 4, 8}}, {{8, 64, 4}}, {{120, 1, 1}},
+      {{48, 256, 8}},  // planes section moved off its canonical place (192)
+      {{80, 512, 8}, {88, 4, 8}},  // offset section present but not flagged
   };
-  for (auto [pos, val, n] : std::vector<std::tuple<size_t, uint64_t, int>>{
-           {20, 0xFFFFFFFFu, 4}, {16, 0xFFFFFFFFu, 4}, {24, 7, 4}, {24, 0, 4}, {48, 1ull << 62, 8},
-           {56, 1ull << 63, 8}, {64, 3, 8}, {4, 2, 2}, {12, 4, 4}, {28, 16, 4}, {40, 4, 8}}) {
-    auto bad = patch(pos, val, n);
-    CHECK_THROWS(parse_bitplane_file(bad.data(), bad.size(), nullptr), FormatError);
+  for (const Patch& patch : patches) {
+    std::vector<uint8_t> bad = good;
+    for (auto [pos, val, n] : patch) put_le(bad, pos, val, n);
+    const uint32_t h = crc32(bad.data(), 108);
+    put_le(bad, 108, h, 4);
+    bool thrown = false;
+    try {
+      (void)parse_bitplane_file(bad.data(), bad.size(), nullptr);
+    } catch (const FormatError&) {
+      thrown = true;
+    }
+    CHECK_MSG(thrown, "patch at offset " << std::get<0>(patch[0]) << " = " << std::get<1>(patch[0]));
   }
+}
+
+TEST(file_rejects_structural_corruption_behind_valid_checksums) {
+  std::mt19937 rng(6);
+  auto m = testing::make_random_matrix(40, 21, 21, 1, 2, true, rng);
+  m.row_bits[3] = 1;  // ensure tile 0 has a row with an unused plane
+  std::fill(m.planes.begin(), m.planes.end(), 0);
+  m.alpha.assign(m.alpha.size(), 0.0f);
+  {
+    const BitplaneLayout& L = m.matrix.layout();
+    const uint32_t q = L.tile_bits[0];
+    CHECK(q == 2);
+    for (uint32_t r = 0; r < 40; ++r)
+      for (uint32_t i = 0; i < m.row_bits[r]; ++i)
+        m.alpha[L.tile_alpha_offset[r / 32] + i * 32 + r % 32] = 0.5f;  // one group: [i][j]
+  }
+  std::vector<uint8_t> good = testing::serialize(m, false);
+  fix_checksums(good);
+  (void)parse_bitplane_file(good.data(), good.size(), nullptr);
+  const uint64_t off_bits = get_le(good, 32), off_planes = get_le(good, 48), off_alpha = get_le(good, 64);
+  const uint64_t q0 = 2;
+  struct Case {
+    const char* what;
+    std::function<void(std::vector<uint8_t>&)> edit;
+  };
+  const std::vector<Case> cases = {
+      {"row bits 0", [&](auto& b) { b[off_bits + 1] = 0; }},
+      {"row bits 5", [&](auto& b) { b[off_bits + 1] = 5; }},
+      {"NaN alpha", [&](auto& b) { put_le(b, off_alpha, 0x7FC00000u, 4); }},
+      {"inf alpha", [&](auto& b) { put_le(b, off_alpha + 4, 0x7F800000u, 4); }},
+      {"alpha of an unused plane", [&](auto& b) { put_le(b, off_alpha + 4 * (32 + 3), 0x3F800000u, 4); }},
+      {"bits in an unused plane", [&](auto& b) { b[off_planes + 32 + 3] = 1; }},
+      // Tile 1 (rows 32..63) holds rows 32..39; row 63 (j = 31) is padding.
+      {"bits in a padding row", [&](auto& b) { b[off_planes + 3 * q0 * 32 + 31] = 1; }},
+      {"padding bits beyond cols", [&](auto& b) { b[off_planes + 2 * q0 * 32 + 0] = 0x80; }},
+      {"trailing junk", [&](auto& b) { b.resize(b.size() + 64, 0); }},
+      {"nonzero gap byte", [&](auto& b) { b[off_planes - 1] = 1; }},
+  };
+  for (const Case& c : cases) {
+    std::vector<uint8_t> bad = good;
+    c.edit(bad);
+    fix_checksums(bad);
+    bool thrown = false;
+    try {
+      (void)parse_bitplane_file(bad.data(), bad.size(), nullptr);
+    } catch (const FormatError&) {
+      thrown = true;
+    }
+    CHECK_MSG(thrown, c.what);
+  }
+}
+
+TEST(file_misaligned_buffer_is_read_correctly) {
+  std::mt19937 rng(8);
+  auto m = testing::make_random_matrix(9, 30, 30, 1, 4, true, rng);
+  const std::vector<uint8_t> good = testing::serialize(m, false);
+  std::vector<uint8_t> shifted(good.size() + 1);
+  std::copy(good.begin(), good.end(), shifted.begin() + 1);
+  const BitplaneMatrix r = parse_bitplane_file(shifted.data() + 1, good.size(), nullptr);
+  check_same(m, r, 0.0f);
 }

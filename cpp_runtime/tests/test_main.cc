@@ -39,8 +39,8 @@ RandomMatrix make_random_matrix(uint32_t rows, uint32_t cols, uint32_t group_siz
     for (auto& o : m.offset) o = nd(rng);
   }
   const uint64_t np = L.plane_bytes(), na = L.alpha_count(), no = m.offset.size();
-  m.matrix = ondevice::BitplaneMatrix(std::move(L), m.row_bits.data(), rows, m.planes.data(), np, m.alpha.data(),
-                                      na, with_offset ? m.offset.data() : nullptr, no, nullptr);
+  m.matrix = ondevice::BitplaneMatrix(rows, cols, group_size, m.row_bits.data(), rows, m.planes.data(), np,
+                                      m.alpha.data(), na, with_offset ? m.offset.data() : nullptr, no, nullptr);
   return m;
 }
 

@@ -25,6 +25,9 @@ inline constexpr uint16_t kFormatVersionMajor = 1;
 inline constexpr uint16_t kFormatVersionMinor = 0;
 inline constexpr uint32_t kFlagHasOffset = 1u << 0;
 inline constexpr uint32_t kFlagAlphaF16 = 1u << 1;
+// Largest rows / cols accepted: keeps every layout product far from overflow
+// (and is beyond any Transformer matrix).
+inline constexpr uint32_t kMaxDim = 1u << 28;
 
 // A run of input bytes (8 inputs each) that the LUT kernels accumulate in
 // 16-bit integers before scaling: never crosses a group boundary and never
@@ -55,7 +58,8 @@ struct BitplaneLayout {
 };
 
 // Computes and validates the layout; throws ArgumentError when the arguments
-// cannot describe a matrix (zero sizes, bits outside 1..4, bad group size).
+// cannot describe a matrix (zero or oversized dimensions, bits outside 1..4,
+// bad group size). All arithmetic is 64-bit.
 BitplaneLayout make_layout(uint32_t rows, uint32_t cols, uint32_t group_size,
                            const uint8_t* row_bits);
 
@@ -65,10 +69,12 @@ BitplaneLayout make_layout(uint32_t rows, uint32_t cols, uint32_t group_size,
 class BitplaneMatrix {
  public:
   BitplaneMatrix() = default;
-  // Validates array sizes against the layout and (optionally, O(size)) the
-  // contents: finite scales, zero padding planes/rows as the spec demands.
-  BitplaneMatrix(BitplaneLayout layout, const uint8_t* row_bits, size_t row_bits_len,
-                 const uint8_t* planes, size_t planes_len, const float* alpha,
+  // Derives the layout from (rows, cols, group_size, row_bits), validates the
+  // array sizes against it and (optionally, O(size)) the contents: finite
+  // scales, zero unused planes and padding, as the spec demands. Throws
+  // ArgumentError.
+  BitplaneMatrix(uint32_t rows, uint32_t cols, uint32_t group_size, const uint8_t* row_bits,
+                 size_t row_bits_len, const uint8_t* planes, size_t planes_len, const float* alpha,
                  size_t alpha_len, const float* offset, size_t offset_len,
                  std::shared_ptr<const void> owner, bool check_contents = true);
 
@@ -96,11 +102,13 @@ class BitplaneMatrix {
 // any violation throws FormatError and nothing is read out of bounds. The
 // planes are used in place (zero-copy); scales stored as float16 are widened
 // into memory owned by the returned matrix.
+// `alpha_f16`, if given, receives whether the file stores float16 scales.
 BitplaneMatrix parse_bitplane_file(const uint8_t* data, size_t size,
-                                   std::shared_ptr<const void> owner);
+                                   std::shared_ptr<const void> owner, bool* alpha_f16 = nullptr);
 
-// Maps (or, where mapping is unavailable, reads) a file and parses it.
-BitplaneMatrix load_bitplane_file(const std::string& path);
+// Reads a whole file into memory and parses it (the file may change on disk
+// afterwards without affecting the returned matrix).
+BitplaneMatrix load_bitplane_file(const std::string& path, bool* alpha_f16 = nullptr);
 
 // CRC-32 (ISO-HDLC, the zlib/PNG polynomial) used by the file format.
 uint32_t crc32(const uint8_t* data, size_t size, uint32_t crc = 0);

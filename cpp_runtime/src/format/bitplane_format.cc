@@ -2,7 +2,6 @@
 #include "ondevice/bitplane_format.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,6 +11,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <new>
 
 #include "ondevice/error.h"
 
@@ -32,6 +32,8 @@ T read_le(const uint8_t* p) {
 BitplaneLayout make_layout(uint32_t rows, uint32_t cols, uint32_t group_size,
                            const uint8_t* row_bits) {
   if (rows == 0 || cols == 0) throw ArgumentError("matrix must have at least one row and one column");
+  if (rows > kMaxDim || cols > kMaxDim)
+    throw ArgumentError("matrix " + str(rows) + "x" + str(cols) + " exceeds the maximum dimension " + str(kMaxDim));
   if (group_size == 0 || group_size > cols)
     throw ArgumentError("group_size must be in 1.." + str(cols) + " (cols), got " + str(group_size));
   if (group_size != cols && group_size % 8 != 0)
@@ -42,9 +44,9 @@ BitplaneLayout make_layout(uint32_t rows, uint32_t cols, uint32_t group_size,
   L.rows = rows;
   L.cols = cols;
   L.group_size = group_size;
-  L.groups = (cols + group_size - 1) / group_size;
-  L.kbytes = (cols + 7) / 8;
-  L.tiles = (rows + kTileRows - 1) / kTileRows;
+  L.groups = uint32_t((uint64_t(cols) + group_size - 1) / group_size);
+  L.kbytes = uint32_t((uint64_t(cols) + 7) / 8);
+  L.tiles = uint32_t((uint64_t(rows) + kTileRows - 1) / kTileRows);
   L.tile_bits.assign(L.tiles, 0);
   for (uint32_t r = 0; r < rows; ++r) {
     if (row_bits[r] < 1 || row_bits[r] > kMaxBits)
@@ -72,19 +74,15 @@ BitplaneLayout make_layout(uint32_t rows, uint32_t cols, uint32_t group_size,
   return L;
 }
 
-BitplaneMatrix::BitplaneMatrix(BitplaneLayout layout, const uint8_t* row_bits, size_t row_bits_len,
-                               const uint8_t* planes, size_t planes_len, const float* alpha,
+BitplaneMatrix::BitplaneMatrix(uint32_t rows, uint32_t cols, uint32_t group_size, const uint8_t* row_bits,
+                               size_t row_bits_len, const uint8_t* planes, size_t planes_len, const float* alpha,
                                size_t alpha_len, const float* offset, size_t offset_len,
                                std::shared_ptr<const void> owner, bool check_contents)
-    : layout_(std::move(layout)),
-      row_bits_(row_bits),
-      planes_(planes),
-      alpha_(alpha),
-      offset_(offset),
-      owner_(std::move(owner)) {
+    : row_bits_(row_bits), planes_(planes), alpha_(alpha), offset_(offset), owner_(std::move(owner)) {
+  if (row_bits_len != rows)
+    throw ArgumentError("row_bits has " + str(row_bits_len) + " entries, expected " + str(rows));
+  layout_ = make_layout(rows, cols, group_size, row_bits);
   const BitplaneLayout& L = layout_;
-  if (row_bits_len != L.rows)
-    throw ArgumentError("row_bits has " + str(row_bits_len) + " entries, expected " + str(L.rows));
   if (planes_len != L.plane_bytes())
     throw ArgumentError("planes have " + str(planes_len) + " bytes, the layout needs " + str(L.plane_bytes()));
   if (alpha_len != L.alpha_count())
@@ -200,7 +198,8 @@ struct WidenedStorage {
 
 }  // namespace
 
-BitplaneMatrix parse_bitplane_file(const uint8_t* data, size_t size, std::shared_ptr<const void> owner) {
+BitplaneMatrix parse_bitplane_file(const uint8_t* data, size_t size, std::shared_ptr<const void> owner,
+                                   bool* alpha_f16) {
   if (data == nullptr || size < kFileHeaderBytes)
     throw FormatError("not a bit-plane file: " + str(size) + " bytes is shorter than the " +
                       str(kFileHeaderBytes) + "-byte header");
@@ -228,27 +227,39 @@ BitplaneMatrix parse_bitplane_file(const uint8_t* data, size_t size, std::shared
                       " (truncated or padded)");
   for (size_t i = 112; i < kFileHeaderBytes; ++i)
     if (data[i] != 0) throw FormatError("reserved header bytes must be zero");
-  auto check_section = [&](const Section& s, const char* name, bool required) {
-    if (!required) {
-      if (s.offset != 0 || s.size != 0) throw FormatError(std::string(name) + " section present but not flagged");
-      return;
-    }
-    if (s.offset % kSectionAlign != 0 || s.offset < kFileHeaderBytes || s.offset > size || s.size > size - s.offset)
-      throw FormatError(std::string(name) + " section lies outside the file or is misaligned");
-  };
   const bool has_offset = flags & kFlagHasOffset;
   const bool f16 = flags & kFlagAlphaF16;
-  check_section(sec_bits, "row_bits", true);
-  check_section(sec_planes, "planes", true);
-  check_section(sec_alpha, "alpha", true);
-  check_section(sec_offset, "offset", has_offset);
+  if (alpha_f16 != nullptr) *alpha_f16 = f16;
+  // Sections must sit exactly where the spec puts them (canonical files only):
+  // in order, each at the next multiple of 64, gaps zero, nothing after.
+  auto align = [](uint64_t v) { return (v + kSectionAlign - 1) / kSectionAlign * kSectionAlign; };
+  auto check_section = [&](const Section& s, uint64_t expected_offset, const char* name) {
+    if (s.offset != expected_offset || s.offset > size || s.size > size - s.offset)
+      throw FormatError(std::string(name) + " section is not where the format puts it, or lies outside the file");
+  };
+  check_section(sec_bits, kFileHeaderBytes, "row_bits");
+  check_section(sec_planes, align(sec_bits.offset + sec_bits.size), "planes");
+  check_section(sec_alpha, align(sec_planes.offset + sec_planes.size), "alpha");
+  uint64_t end = sec_alpha.offset + sec_alpha.size;
+  if (has_offset) {
+    check_section(sec_offset, align(end), "offset");
+    end = sec_offset.offset + sec_offset.size;
+  } else if (sec_offset.offset != 0 || sec_offset.size != 0) {
+    throw FormatError("offset section present but not flagged");
+  }
+  if (end != size) throw FormatError("file has " + str(size - std::min<uint64_t>(end, size)) + " unexpected trailing bytes");
+  const Section sections[] = {sec_bits, sec_planes, sec_alpha, sec_offset};
+  for (int i = 0; i + 1 < (has_offset ? 4 : 3); ++i)
+    for (uint64_t k = sections[i].offset + sections[i].size; k < sections[i + 1].offset; ++k)
+      if (data[k] != 0) throw FormatError("nonzero byte in the alignment gap at offset " + str(k));
   if (read_le<uint32_t>(data + 104) != crc32(data + kFileHeaderBytes, size - kFileHeaderBytes))
     throw FormatError("payload checksum mismatch: file is corrupt");
   if (sec_bits.size != rows) throw FormatError("row_bits section size does not match rows");
 
   // Bound the layout by the file size before building it (rows are bounded by
   // the row_bits section; this bounds cols), so hostile headers cost nothing.
-  if (cols == 0 || uint64_t((cols + 7) / 8) * kTileRows * ((uint64_t(rows) + kTileRows - 1) / kTileRows) > size)
+  if (cols == 0 || rows > kMaxDim || cols > kMaxDim ||
+      (uint64_t(cols) + 7) / 8 * kTileRows * ((uint64_t(rows) + kTileRows - 1) / kTileRows) > size)
     throw FormatError("header dimensions " + str(rows) + "x" + str(cols) + " do not fit in the file");
   BitplaneLayout layout;
   try {
@@ -272,11 +283,13 @@ BitplaneMatrix parse_bitplane_file(const uint8_t* data, size_t size, std::shared
     return out.data();
   };
   auto aligned_f32 = [&](const Section& s, uint64_t n, std::vector<float>& out) -> const float* {
-    // Little-endian hosts use the bytes in place (sections are 64-byte aligned).
+    // Little-endian hosts use the bytes in place when the buffer keeps them
+    // aligned (sections are 64-byte aligned in the file); otherwise copy.
     const uint16_t probe = 1;
     uint8_t first;
     std::memcpy(&first, &probe, 1);
-    if (first == 1) return reinterpret_cast<const float*>(data + s.offset);
+    if (first == 1 && reinterpret_cast<uintptr_t>(data + s.offset) % alignof(float) == 0)
+      return reinterpret_cast<const float*>(data + s.offset);
     out.resize(n);
     for (uint64_t i = 0; i < n; ++i) {
       uint32_t u = read_le<uint32_t>(data + s.offset + 4 * i);
@@ -291,27 +304,14 @@ BitplaneMatrix parse_bitplane_file(const uint8_t* data, size_t size, std::shared
                  : aligned_f32(sec_offset, layout.offset_count(), widened->offset);
   const uint64_t alpha_n = layout.alpha_count(), offset_n = has_offset ? layout.offset_count() : 0;
   try {
-    return BitplaneMatrix(std::move(layout), data + sec_bits.offset, rows, data + sec_planes.offset,
+    return BitplaneMatrix(rows, cols, group_size, data + sec_bits.offset, rows, data + sec_planes.offset,
                           sec_planes.size, alpha, alpha_n, offset, offset_n, widened, true);
   } catch (const ArgumentError& e) {
     throw FormatError(std::string("invalid matrix contents: ") + e.what());
   }
 }
 
-namespace {
-
-// RAII read-only mapping of a whole file.
-struct MappedFile {
-  void* addr = nullptr;
-  size_t size = 0;
-  ~MappedFile() {
-    if (addr != nullptr && addr != MAP_FAILED) munmap(addr, size);
-  }
-};
-
-}  // namespace
-
-BitplaneMatrix load_bitplane_file(const std::string& path) {
+BitplaneMatrix load_bitplane_file(const std::string& path, bool* alpha_f16) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw FormatError("cannot open " + path + ": " + std::strerror(errno));
   struct stat st {};
@@ -319,16 +319,27 @@ BitplaneMatrix load_bitplane_file(const std::string& path) {
     ::close(fd);
     throw FormatError(path + " is not a regular file");
   }
-  auto mapped = std::make_shared<MappedFile>();
-  mapped->size = size_t(st.st_size);
-  if (mapped->size > 0) mapped->addr = ::mmap(nullptr, mapped->size, PROT_READ, MAP_PRIVATE, fd, 0);
-  ::close(fd);
-  if (mapped->size > 0 && mapped->addr == MAP_FAILED) {
-    mapped->addr = nullptr;
-    throw FormatError("cannot map " + path + ": " + std::strerror(errno));
-  }
+  auto buffer = std::make_shared<std::vector<uint8_t>>();
   try {
-    return parse_bitplane_file(static_cast<const uint8_t*>(mapped->addr), mapped->size, mapped);
+    buffer->resize(size_t(st.st_size));
+  } catch (const std::bad_alloc&) {
+    ::close(fd);
+    throw FormatError(path + ": file of " + str(uint64_t(st.st_size)) + " bytes does not fit in memory");
+  }
+  size_t done = 0;
+  while (done < buffer->size()) {
+    const ssize_t n = ::read(fd, buffer->data() + done, buffer->size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const std::string why = n < 0 ? std::strerror(errno) : "file shrank while reading";
+      ::close(fd);
+      throw FormatError("cannot read " + path + ": " + why);
+    }
+    done += size_t(n);
+  }
+  ::close(fd);
+  try {
+    return parse_bitplane_file(buffer->data(), buffer->size(), buffer, alpha_f16);
   } catch (const FormatError& e) {
     throw FormatError(path + ": " + e.what());
   }

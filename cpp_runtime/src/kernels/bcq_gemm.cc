@@ -66,6 +66,8 @@ void bcq_gemm(const BitplaneMatrix& w, const float* x, size_t batch, float* y, K
   if (batch == 0) return;
   if (x == nullptr || y == nullptr) throw ArgumentError("x and y must not be null");
   if (threads < 1) throw ArgumentError("threads must be >= 1");
+  // More threads than cores only adds hand-offs; cap so a typo cannot spawn thousands.
+  threads = std::min<int>(threads, int(std::max(1u, std::thread::hardware_concurrency())) * 4);
   if (variant == KernelVariant::kReference) {
     detail::parallel_for(L.rows, threads, [&](size_t r0, size_t r1) {
       detail::reference_rows(w, x, batch, y, uint32_t(r0), uint32_t(r1));
@@ -111,9 +113,11 @@ std::string cpu_description() {
   for (std::string line; std::getline(cpuinfo, line);) {
     const auto colon = line.find(':');
     if (colon == std::string::npos) continue;
+    if (colon == 0) continue;
     const std::string key = line.substr(0, line.find_last_not_of(" \t", colon - 1) + 1);
-    if (key == "model name" || key == "Model" || key == "CPU part") {
-      model = line.substr(line.find_first_not_of(" \t", colon + 1));
+    const size_t value = line.find_first_not_of(" \t", colon + 1);
+    if ((key == "model name" || key == "Model" || key == "CPU part") && value != std::string::npos) {
+      model = line.substr(value);
       break;
     }
   }

@@ -31,7 +31,7 @@ void quantize_tables_generic(const float* xp, size_t c0, size_t c1, float inv, i
 TableQuantizer best_table_quantizer() {
 #if defined(ONDEVICE_HAVE_AVX2) && (defined(__GNUC__) || defined(__clang__))
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2")) return quantize_tables_avx2;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return quantize_tables_avx2;
 #endif
 #if defined(ONDEVICE_HAVE_NEON)
   return quantize_tables_neon;
@@ -72,8 +72,16 @@ LutActivations build_lut_activations(const BitplaneLayout& L, const float* x, si
       const LutBlock& B = L.blocks[blk];
       float maxabs = 0.0f;
       for (size_t c = 2 * size_t(B.byte_begin); c < 2 * size_t(B.byte_end); ++c) maxabs = std::max(maxabs, absum[c]);
+      // Tiny inputs (127 / maxabs would overflow): scale the block by 2^100,
+      // which is exact, and undo it in the block scale.
+      float unscale = 1.0f;
+      if (maxabs > 0.0f && maxabs < 0x1p-60f) {
+        for (size_t e = 8 * size_t(B.byte_begin); e < 8 * size_t(B.byte_end); ++e) xp[e] *= 0x1p100f;
+        maxabs *= 0x1p100f;
+        unscale = 0x1p-100f;
+      }
       const float inv = maxabs > 0.0f ? 127.0f / maxabs : 0.0f;
-      a.block_scale[b * a.nblocks + blk] = maxabs / 127.0f;
+      a.block_scale[b * a.nblocks + blk] = maxabs / 127.0f * unscale;
       quantize(xp.data(), 2 * size_t(B.byte_begin), 2 * size_t(B.byte_end), inv, tb);
     }
   }

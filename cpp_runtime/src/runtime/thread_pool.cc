@@ -7,6 +7,7 @@
 #include <deque>
 #include <exception>
 #include <memory>
+#include <pthread.h>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -29,17 +30,39 @@ struct Task {
   size_t begin, end;
 };
 
+class Pool;
+Pool* g_pool = nullptr;
+std::mutex* g_pool_mu = new std::mutex;  // never destroyed: usable during exit
+
+// After fork() the child has none of the parent's worker threads (and the
+// pool's mutexes may be held by threads that no longer exist): forget the
+// old pool, leaking it on purpose, and build a fresh one on first use.
+void reset_pool_in_child() {
+  g_pool = nullptr;
+  g_pool_mu = new std::mutex;
+}
+
 class Pool {
  public:
+  // The pool lives for the whole process (never destroyed, so no worker is
+  // joined during static destruction).
   static Pool& instance() {
-    static Pool pool;
-    return pool;
+    std::lock_guard<std::mutex> lock(*g_pool_mu);
+    if (g_pool == nullptr) {
+      static bool registered = (pthread_atfork(nullptr, nullptr, reset_pool_in_child), true);
+      (void)registered;
+      g_pool = new Pool;
+    }
+    return *g_pool;
   }
 
   // Grows the pool so that `workers` threads exist (never shrinks).
   void ensure_workers(size_t workers) {
     std::lock_guard<std::mutex> lock(mu_);
-    while (threads_.size() < workers) threads_.emplace_back([this] { loop(); });
+    while (threads_.size() < workers) {
+      threads_.emplace_back([this] { loop(); });
+      threads_.back().detach();
+    }
   }
 
   void submit(Task task) {
@@ -49,15 +72,6 @@ class Pool {
       queued_.fetch_add(1, std::memory_order_release);
     }
     cv_.notify_one();
-  }
-
-  ~Pool() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    for (auto& t : threads_) t.join();
   }
 
   static void run(const Task& task) {
@@ -84,8 +98,7 @@ class Pool {
       Task task;
       {
         std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
-        if (stop_ && queue_.empty()) return;
+        cv_.wait(lock, [this] { return !queue_.empty(); });
         task = std::move(queue_.front());
         queue_.pop_front();
         queued_.fetch_sub(1, std::memory_order_relaxed);
@@ -99,7 +112,6 @@ class Pool {
   std::deque<Task> queue_;
   std::atomic<size_t> queued_{0};
   std::vector<std::thread> threads_;
-  bool stop_ = false;
 };
 
 }  // namespace
@@ -117,7 +129,14 @@ void parallel_for(size_t n, int threads, const std::function<void(size_t, size_t
   Pool& pool = Pool::instance();
   pool.ensure_workers(parts - 1);
   auto bound = [&](size_t p) { return n * p / parts; };
-  for (size_t p = 1; p < parts; ++p) pool.submit({job, bound(p), bound(p + 1)});
+  size_t submitted = 1;
+  try {
+    for (; submitted < parts; ++submitted) pool.submit({job, bound(submitted), bound(submitted + 1)});
+  } catch (...) {
+    // Could not queue (out of memory): the ranges not handed out run here, and
+    // we still wait below for those that were, so fn outlives every task.
+  }
+  for (size_t p = submitted; p < parts; ++p) Pool::run({job, bound(p), bound(p + 1)});
   Pool::run({job, 0, bound(1)});
   // Spin briefly (the other ranges usually finish about when ours does),
   // then sleep: a futex wake-up costs tens of microseconds on a VM.

@@ -17,6 +17,19 @@
 namespace ondevice::detail {
 namespace {
 
+// Scales one plane's int16 sums (acc0: rows 0-7 | 16-23, acc1: rows 8-15 |
+// 24-31) by alpha * table_scale into the float accumulators of rows 0-31.
+inline void flush_plane(__m256i acc0, __m256i acc1, const float* alpha, __m256 table_scale, __m256* facc) {
+  const __m256 f[4] = {
+      _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(acc0))),
+      _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(acc1))),
+      _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(acc0, 1))),
+      _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(acc1, 1))),
+  };
+  for (int k = 0; k < 4; ++k)
+    facc[k] = _mm256_fmadd_ps(f[k], _mm256_mul_ps(_mm256_loadu_ps(alpha + 8 * k), table_scale), facc[k]);
+}
+
 template <uint32_t Q>
 void tile_avx2(const uint8_t* W, const float* A, const LutActivations& a, const BitplaneLayout& L, size_t b,
                float* out) {
@@ -43,17 +56,7 @@ void tile_avx2(const uint8_t* W, const float* A, const LutActivations& a, const 
       }
     }
     const __m256 sb = _mm256_set1_ps(S[blk]);
-    for (uint32_t i = 0; i < Q; ++i) {
-      const float* al = A + (size_t(B.group) * Q + i) * kTileRows;
-      const __m256 f[4] = {
-          _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(acc0[i]))),
-          _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(acc1[i]))),
-          _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(acc0[i], 1))),
-          _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(acc1[i], 1))),
-      };
-      for (int k = 0; k < 4; ++k)
-        facc[k] = _mm256_fmadd_ps(f[k], _mm256_mul_ps(_mm256_loadu_ps(al + 8 * k), sb), facc[k]);
-    }
+    for (uint32_t i = 0; i < Q; ++i) flush_plane(acc0[i], acc1[i], A + (size_t(B.group) * Q + i) * kTileRows, sb, facc);
   }
   for (int k = 0; k < 4; ++k) _mm256_storeu_ps(out + 8 * k, facc[k]);
 }
@@ -93,17 +96,8 @@ void tile_avx2_columns(const uint8_t* W, const float* A, uint32_t q, const LutAc
         }
       }
       const float* al = A + (size_t(B.group) * q + i) * kTileRows;
-      for (uint32_t c = 0; c < NB; ++c) {
-        const __m256 sb = _mm256_set1_ps(a.scales(b0 + c)[blk]);
-        const __m256 f[4] = {
-            _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(acc0[c]))),
-            _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(acc1[c]))),
-            _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(acc0[c], 1))),
-            _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(acc1[c], 1))),
-        };
-        for (int k = 0; k < 4; ++k)
-          facc[c][k] = _mm256_fmadd_ps(f[k], _mm256_mul_ps(_mm256_loadu_ps(al + 8 * k), sb), facc[c][k]);
-      }
+      for (uint32_t c = 0; c < NB; ++c)
+        flush_plane(acc0[c], acc1[c], al, _mm256_set1_ps(a.scales(b0 + c)[blk]), facc[c]);
     }
   }
   for (uint32_t c = 0; c < NB; ++c)
