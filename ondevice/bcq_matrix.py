@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from . import bcq, bitplane
+from . import _core, bcq, bitplane
 from .errors import BCQFormatError, KernelArgumentError
 
 def _usable_cores() -> int:
@@ -50,8 +50,6 @@ def get_num_threads() -> int:
 
 def available_kernels() -> list[str]:
     """Kernel variants usable on this CPU, slowest (reference) to fastest."""
-    from . import _core
-
     return list(_core.available_variants())
 
 
@@ -63,8 +61,6 @@ class BCQMatrix:
     """
 
     def __init__(self, packed: bitplane.PackedPlanes, alpha_dtype: str = "float32"):
-        from . import _core
-
         if alpha_dtype not in ("float32", "float16"):
             raise KernelArgumentError(f"alpha_dtype must be 'float32' or 'float16', got {alpha_dtype!r}")
         self._p = packed
@@ -144,14 +140,18 @@ class BCQMatrix:
         The GIL is released while the kernel runs. ``kernel`` picks a variant
         from :func:`available_kernels` (default: the fastest, or $ONDEVICE_KERNEL).
         """
-        from . import _core
-
         a = np.asarray(x)
-        if a.dtype.kind not in "fiu" or a.ndim not in (1, 2):
-            raise KernelArgumentError(f"x must be a 1-D or 2-D real array, got dtype {a.dtype} ndim {a.ndim}")
-        if a.shape[-1] != self._p.cols:
-            raise KernelArgumentError(f"x has {a.shape[-1]} features, the matrix has {self._p.cols} columns")
-        x2 = np.ascontiguousarray(a.reshape(-1, self._p.cols), dtype=np.float32)
+        cols = self._p.cols
+        if a.ndim == 1 and a.shape[0] == cols:
+            x2 = a.reshape(1, cols)
+        elif a.ndim == 2 and a.shape[1] == cols:
+            x2 = a
+        else:
+            raise KernelArgumentError(f"x must have shape ({cols},) or (batch, {cols}), got {a.shape}")
+        if x2.dtype != np.float32 or not x2.flags.c_contiguous:
+            if a.dtype.kind not in "fiu":
+                raise KernelArgumentError(f"x must be a real array, got dtype {a.dtype}")
+            x2 = np.ascontiguousarray(x2, dtype=np.float32)
         threads = _default_threads if threads is None else _thread_count(threads)
         try:
             y = self._core.gemm(x2, kernel or "", threads)
@@ -161,8 +161,6 @@ class BCQMatrix:
 
     def error_bound(self, x: np.ndarray) -> np.ndarray:
         """Per-row bound on |matmul(x) - dequantize() @ x| from the kernels' int8 tables (1-D x)."""
-        from . import _core
-
         a = np.asarray(x)
         if a.ndim != 1 or a.shape[0] != self._p.cols or a.dtype.kind not in "fiu":
             raise KernelArgumentError(f"x must be a real vector of {self._p.cols} values, got shape {a.shape}")

@@ -3,8 +3,9 @@
 #   1. system packages (compilers, CMake, aarch64 cross toolchain, qemu-user)
 #   2. the package with its test extras, built from this checkout
 #   3. C++ tests natively (reference, portable and AVX2 kernels) through CTest
-#   4. C++ tests cross-built for aarch64 and run under qemu (NEON kernels)
-#   5. the Python tests, against the installed package
+#   4. C++ tests under AddressSanitizer + UndefinedBehaviorSanitizer
+#   5. C++ tests cross-built for aarch64 and run under qemu (NEON kernels)
+#   6. the Python tests, against the installed package
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -16,6 +17,12 @@ echo "== C++ tests (native)"
 cmake -S . -B build/cpp-native -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build/cpp-native
 ctest --test-dir build/cpp-native --output-on-failure -V
+
+echo "== C++ tests (ASan + UBSan)"
+cmake -S . -B build/cpp-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug \
+  -DCMAKE_CXX_FLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" >/dev/null
+cmake --build build/cpp-asan
+ctest --test-dir build/cpp-asan --output-on-failure
 
 echo "== C++ tests (aarch64 NEON, under qemu)"
 cmake -S . -B build/cpp-aarch64 -G Ninja -DCMAKE_BUILD_TYPE=Release \

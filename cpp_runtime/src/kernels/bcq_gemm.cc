@@ -67,7 +67,8 @@ void bcq_gemm(const BitplaneMatrix& w, const float* x, size_t batch, float* y, K
   if (x == nullptr || y == nullptr) throw ArgumentError("x and y must not be null");
   if (threads < 1) throw ArgumentError("threads must be >= 1");
   // More threads than cores only adds hand-offs; cap so a typo cannot spawn thousands.
-  threads = std::min<int>(threads, int(std::max(1u, std::thread::hardware_concurrency())) * 4);
+  static const int max_threads = int(std::max(1u, std::thread::hardware_concurrency())) * 4;  // a syscall: once
+  threads = std::min(threads, max_threads);
   if (variant == KernelVariant::kReference) {
     detail::parallel_for(L.rows, threads, [&](size_t r0, size_t r1) {
       detail::reference_rows(w, x, batch, y, uint32_t(r0), uint32_t(r1));
