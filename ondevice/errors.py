@@ -19,3 +19,11 @@ class BCQFormatError(OndeviceError, ValueError):
 
 class KernelArgumentError(OndeviceError, ValueError):
     """Arguments to a quantized matrix or kernel call cannot be valid."""
+
+
+class DataError(OndeviceError, ValueError):
+    """Training/evaluation data is missing, corrupt or unusable (e.g. a bad database or an empty corpus)."""
+
+
+class ConfigError(OndeviceError, ValueError):
+    """A configuration file or option is invalid (unknown keys, wrong types, out-of-range values)."""
