@@ -3,20 +3,41 @@
 Public API (kept stable, see ARCHITECTURE in the docs):
     quantize_bcq(w, bits, group_size=None, method=...) -> BCQMatrix
     BCQMatrix.load(path), .matmul(x), .dequantize(), .bits, .nbytes, .save(path)
+
+Names that need the compiled core (``ondevice._core``) are imported on first
+use, so pure-Python parts (data preparation, training) import without it.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
 
-from .bcq import QuantizationError
-from .bcq_matrix import (BCQMatrix, available_kernels, get_num_threads, quantize_bcq,
-                         set_num_threads)
-from .errors import BCQFormatError, KernelArgumentError, OndeviceError
+from .errors import BCQFormatError, ConfigError, DataError, KernelArgumentError, OndeviceError
 
-load_bcq = BCQMatrix.load
+_LAZY = {
+    "BCQMatrix": ("bcq_matrix", "BCQMatrix"),
+    "quantize_bcq": ("bcq_matrix", "quantize_bcq"),
+    "available_kernels": ("bcq_matrix", "available_kernels"),
+    "set_num_threads": ("bcq_matrix", "set_num_threads"),
+    "get_num_threads": ("bcq_matrix", "get_num_threads"),
+    "QuantizationError": ("bcq", "QuantizationError"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "load_bcq":
+        return importlib.import_module(".bcq_matrix", __name__).BCQMatrix.load
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(f".{module}", __name__), attr)
+    raise AttributeError(f"module 'ondevice' has no attribute {name!r}")
+
 
 __all__ = [
     "__version__", "BCQMatrix", "quantize_bcq", "load_bcq", "available_kernels", "set_num_threads",
     "get_num_threads", "OndeviceError", "BCQFormatError", "KernelArgumentError", "QuantizationError",
+    "DataError", "ConfigError",
 ]

