@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -61,7 +62,8 @@ def _cmd_train_nmt(args: argparse.Namespace) -> int:
             overrides[key] = value
     cfg = load_config(args.config, overrides)
     summary = train(cfg, resume=not args.no_resume, progress=not args.quiet)
-    print(json.dumps(summary, indent=1))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one process reports
+        print(json.dumps(summary, indent=1))
     return 0
 
 

@@ -167,3 +167,29 @@ def test_bad_data_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         train(config_from_dict(tiny_config(tmp_path, data_dir=str(tmp_path / "nowhere"), save_dir=str(tmp_path / "r2"),
                                            max_updates=1)), progress=False, log=lambda *_: None)
+
+
+def test_two_processes_equal_one_with_the_same_global_batch(tmp_path):
+    """torchrun with 2 gloo processes (update_freq 1) == 1 process with update_freq 2."""
+    import os
+    import subprocess
+    import sys
+
+    make_corpus(tmp_path)
+    one = tiny_config(tmp_path, save_dir=str(tmp_path / "one"), max_updates=12, update_freq=2)
+    two = tiny_config(tmp_path, save_dir=str(tmp_path / "two"), max_updates=12, update_freq=1)
+    for name, cfg in (("one", one), ("two", two)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(cfg))
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    cmd = [sys.executable, "-m", "ondevice", "train", "nmt", "--quiet", "--config"]
+    r1 = subprocess.run(cmd + [str(tmp_path / "one.json")], capture_output=True, text=True, timeout=600, env=env,
+                        cwd=tmp_path)
+    assert r1.returncode == 0, r1.stderr[-2000:]
+    r2 = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                         "-m", "ondevice", "train", "nmt", "--quiet", "--config", str(tmp_path / "two.json")],
+                        capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    assert json.loads(r2.stdout[r2.stdout.index("{"):])["world_size"] == 2
+    p1, p2 = _params(tmp_path / "one"), _params(tmp_path / "two")
+    for k in p1:
+        assert torch.allclose(p1[k], p2[k], atol=1e-5, rtol=1e-4), k

@@ -3,8 +3,14 @@
 A run can be stopped at any moment (Ctrl-C, SIGTERM, a time budget) and
 continued with the same command: ``checkpoint_last.pt`` holds the model,
 optimizer, learning-rate step, the position inside the epoch's batch order
-and the RNG state, so an interrupted-and-resumed run computes the same
-updates as an uninterrupted one.
+so an interrupted-and-resumed run computes the same updates as an
+uninterrupted one (dropout is seeded per batch, not from a running RNG).
+
+Data-parallel training: launch the same command with ``torchrun
+--nproc_per_node N`` (or across machines); each update's ``N * update_freq``
+batches are split over the processes and their gradients summed with
+torch.distributed (gloo on CPU), so N processes compute the same updates as
+one process with ``update_freq`` multiplied by N.
 """
 
 from __future__ import annotations
@@ -102,6 +108,46 @@ def evaluate_loss(model, data: ParallelData, batches: list[np.ndarray], epsilon:
     return {"loss": tot_loss / max(tokens, 1) / math.log(2), "nll": nll_tok / math.log(2), "ppl": 2 ** (nll_tok / math.log(2))}
 
 
+class _Dist:
+    """This process's place in a torchrun job (world 1 when launched directly)."""
+
+    def __init__(self) -> None:
+        import torch.distributed as dist
+
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.dist = dist if self.world > 1 else None
+        if self.dist is not None and not dist.is_initialized():
+            dist.init_process_group("gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.dist is not None:
+            self.dist.barrier()
+
+    def sum_(self, t) -> None:
+        if self.dist is not None:
+            self.dist.all_reduce(t, op=self.dist.ReduceOp.SUM)
+
+    def any(self, flag: bool) -> bool:
+        """True on every process if it is True on any (keeps stop/save decisions in lockstep)."""
+        if self.dist is None:
+            return flag
+        import torch
+
+        t = torch.tensor([1.0 if flag else 0.0])
+        self.dist.all_reduce(t, op=self.dist.ReduceOp.MAX)
+        return bool(t.item() > 0)
+
+
+def _batch_seed(cfg: TrainConfig, epoch: int, batch: int) -> int:
+    """Dropout seed of one batch: independent of process count, resume and update_freq."""
+    return (cfg.seed * 1_000_003 + epoch * 100_003 + batch) % (2**63)
+
+
 class _StopFlag:
     """Turns SIGINT/SIGTERM into a request to save and stop after the current update."""
 
@@ -132,9 +178,17 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, log=prin
     import torch
 
     cfg.validate()
+    dist = _Dist()
     save_dir = Path(cfg.save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(cfg.threads or max(1, len(os.sched_getaffinity(0))))
+    cores = max(1, len(os.sched_getaffinity(0)))
+    torch.set_num_threads(cfg.threads or max(1, cores // dist.world))
+    if not dist.main:
+        log = lambda *_: None  # noqa: E731 - one process reports
+        progress = False
+    if dist.main:
+        prepare_tokenizer(cfg, save_dir)
+    dist.barrier()
     tok = prepare_tokenizer(cfg, save_dir)
     train_data = ParallelData.load(cfg.data_dir, cfg.train_split, cfg.src, cfg.tgt, tok, cfg.max_len)
     valid_data = ParallelData.load(cfg.data_dir, cfg.valid_split, cfg.src, cfg.tgt, tok, None)
@@ -156,18 +210,21 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, log=prin
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         state.update(ck["state"])
-        torch.set_rng_state(ck["torch_rng"])
         log(f"resumed from {last}: update {state['updates']}, epoch {state['epoch']}, "
             f"batch {state['batch_in_epoch']}/{len(batches)}")
     elif not resume and last.exists():
         raise ConfigError(f"{save_dir} already holds a run; pass resume or choose another save_dir")
-    atomic_write_text(save_dir / "config.json", json.dumps(dataclasses.asdict(cfg), indent=1) + "\n")
-    atomic_write_text(save_dir / "model_config.json", json.dumps(dataclasses.asdict(model.config), indent=1) + "\n")
+    dist.barrier()  # every process has read checkpoint_last before anyone rewrites it
+    if dist.main:
+        atomic_write_text(save_dir / "config.json", json.dumps(dataclasses.asdict(cfg), indent=1) + "\n")
+        atomic_write_text(save_dir / "model_config.json",
+                          json.dumps(dataclasses.asdict(model.config), indent=1) + "\n")
 
     def checkpoint(path: Path) -> None:
-        atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
-                           "torch_rng": torch.get_rng_state(), "config": dataclasses.asdict(cfg),
-                           "model_config": dataclasses.asdict(model.config)}, path)
+        if dist.main:
+            atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
+                               "config": dataclasses.asdict(cfg), "world_size": dist.world,
+                               "model_config": dataclasses.asdict(model.config)}, path)
 
     def validate() -> bool:
         """Returns True when training should stop early."""
@@ -178,16 +235,18 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, log=prin
         if improved:
             state["best_valid"] = metrics["loss"]
             state["bad_validations"] = 0
-            atomic_torch_save({"model": model.state_dict(), "model_config": dataclasses.asdict(model.config),
-                               "update": state["updates"], "valid": metrics}, save_dir / CHECKPOINT_BEST)
         else:
             state["bad_validations"] += 1
-        # Keep the last few validated weights for checkpoint averaging.
-        atomic_torch_save({"model": model.state_dict(), "model_config": dataclasses.asdict(model.config),
-                           "update": state["updates"]}, save_dir / f"checkpoint_u{state['updates']}.pt")
-        kept = sorted(save_dir.glob("checkpoint_u*.pt"), key=lambda p: int(p.stem[len("checkpoint_u"):]))
-        for old in kept[: -cfg.keep_checkpoints]:
-            old.unlink()
+        if dist.main:
+            if improved:
+                atomic_torch_save({"model": model.state_dict(), "model_config": dataclasses.asdict(model.config),
+                                   "update": state["updates"], "valid": metrics}, save_dir / CHECKPOINT_BEST)
+            # Keep the last few validated weights for checkpoint averaging.
+            atomic_torch_save({"model": model.state_dict(), "model_config": dataclasses.asdict(model.config),
+                               "update": state["updates"]}, save_dir / f"checkpoint_u{state['updates']}.pt")
+            kept = sorted(save_dir.glob("checkpoint_u*.pt"), key=lambda p: int(p.stem[len("checkpoint_u"):]))
+            for old in kept[: -cfg.keep_checkpoints]:
+                old.unlink()
         log(f"valid at update {state['updates']}: loss {metrics['loss']:.3f} nll {metrics['nll']:.3f} "
             f"ppl {metrics['ppl']:.2f}{' (best)' if improved else ''}")
         return cfg.patience > 0 and state["bad_validations"] >= cfg.patience
@@ -205,25 +264,39 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, log=prin
             order = np.random.default_rng(cfg.seed + state["epoch"]).permutation(len(batches))
             pos = state["batch_in_epoch"]
             while pos < len(order):
-                group = order[pos: pos + cfg.update_freq]
+                span = cfg.update_freq * dist.world
+                group = range(pos, min(pos + span, len(order)))
                 opt.zero_grad(set_to_none=True)
                 tot_tokens, tot_loss, tot_nll = 0, 0.0, 0.0
-                for b in group:
-                    loss, nll, n = batch_loss(model, collate(train_data, batches[b]), cfg.label_smoothing)
+                for k in group[dist.rank::dist.world]:
+                    torch.manual_seed(_batch_seed(cfg, state["epoch"], k))
+                    loss, nll, n = batch_loss(model, collate(train_data, batches[order[k]]), cfg.label_smoothing)
                     loss.backward()
                     tot_tokens += n
                     tot_loss += float(loss.detach())
                     tot_nll += float(nll.detach())
-                for p in model.parameters():  # gradients of the summed loss -> per target token
-                    if p.grad is not None:
-                        p.grad.div_(max(tot_tokens, 1))
+                params = [p for p in model.parameters() if p.requires_grad]
+                for p in params:
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
+                if dist.world > 1:  # one flat all-reduce of gradients and counts
+                    flat = torch.cat([p.grad.reshape(-1) for p in params] +
+                                     [torch.tensor([tot_tokens, tot_loss, tot_nll], dtype=torch.float32)])
+                    dist.sum_(flat)
+                    offset = 0
+                    for p in params:
+                        p.grad.copy_(flat[offset: offset + p.numel()].view_as(p))
+                        offset += p.numel()
+                    tot_tokens, tot_loss, tot_nll = int(flat[-3].item()), float(flat[-2]), float(flat[-1])
+                for p in params:  # gradients of the summed loss -> per target token
+                    p.grad.div_(max(tot_tokens, 1))
                 if cfg.clip_norm > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
                 state["updates"] += 1
                 for g in opt.param_groups:
                     g["lr"] = inverse_sqrt_lr(cfg, state["updates"])
                 opt.step()
-                pos += len(group)
+                pos = group.stop
                 state["batch_in_epoch"] = pos
                 tokens_this_run += tot_tokens
                 elapsed = time.monotonic() - run_start
@@ -235,10 +308,12 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, log=prin
                     stop_reason = stop_reason or f"reached max_updates={cfg.max_updates}"
                 if cfg.max_minutes and elapsed >= 60 * cfg.max_minutes:
                     stop_reason = stop_reason or f"reached max_minutes={cfg.max_minutes}"
-                if stop.requested:
+                if dist.any(stop.requested):
                     stop_reason = stop_reason or "interrupted (resume with the same command)"
+                if dist.world > 1 and dist.any(bool(stop_reason)) and not stop_reason:
+                    stop_reason = "another process stopped"
                 now = time.monotonic()
-                if stop_reason or now - last_save >= 60 * cfg.save_every_minutes:
+                if dist.any(bool(stop_reason) or now - last_save >= 60 * cfg.save_every_minutes):
                     state["train_seconds"] += now - last_save
                     last_save = now
                     checkpoint(last)
@@ -254,12 +329,13 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, log=prin
                 last_save = now
                 checkpoint(last)
     bar.close()
+    dist.barrier()
     elapsed = time.monotonic() - run_start
     summary = {"stop_reason": stop_reason, "updates": state["updates"], "epoch": state["epoch"],
                "best_valid_loss": state["best_valid"], "run_seconds": elapsed, "train_seconds": state["train_seconds"],
                "target_tokens_per_second": tokens_this_run / max(elapsed, 1e-9),
                "train_pairs": len(train_data), "train_target_tokens": train_data.num_target_tokens(),
-               "parameters": sum(p.numel() for p in model.parameters())}
+               "parameters": sum(p.numel() for p in model.parameters()), "world_size": dist.world}
     log(f"stopped: {stop_reason}; {state['updates']} updates, {summary['target_tokens_per_second']:.0f} target tok/s")
     return summary
 
