@@ -22,6 +22,9 @@ def train_sentencepiece(texts: Iterable[str | os.PathLike], model_path: str | os
                         max_sentences: int = 2_000_000) -> Path:
     """Trains a joint model on the given text files (one sentence per line); writes ``model_path`` atomically.
 
+    ``vocab_size`` is an upper bound: a corpus too small for it gets a smaller vocabulary (the
+    model takes its size from the tokenizer) rather than an error.
+
     Training is deterministic for the same inputs and options (single thread, no sampling below
     ``max_sentences`` lines).
     """
@@ -40,7 +43,7 @@ def train_sentencepiece(texts: Iterable[str | os.PathLike], model_path: str | os
                 input=",".join(map(str, files)), model_prefix=str(prefix), vocab_size=vocab_size,
                 model_type=model_type, character_coverage=character_coverage, bos_id=BOS, pad_id=PAD,
                 eos_id=EOS, unk_id=UNK, input_sentence_size=max_sentences, shuffle_input_sentence=False,
-                num_threads=1, minloglevel=2)
+                num_threads=1, minloglevel=2, hard_vocab_limit=False)
         except RuntimeError as e:
             raise DataError(f"SentencePiece training failed: {e}") from None
         os.replace(prefix.with_suffix(".model"), model_path)

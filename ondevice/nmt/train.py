@@ -20,6 +20,7 @@ import json
 import math
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -173,8 +174,15 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
-def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, log=print) -> dict[str, Any]:
-    """Trains (or continues training) per ``cfg``; returns a summary of the run."""
+def _log_stderr(*args: object) -> None:
+    print(*args, file=sys.stderr, flush=True)
+
+
+def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, log=_log_stderr) -> dict[str, Any]:
+    """Trains (or continues training) per ``cfg``; returns a summary of the run.
+
+    Messages go to ``log`` (stderr by default), so a caller's stdout carries only results.
+    """
     import torch
 
     cfg.validate()
