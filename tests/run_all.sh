@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's whole test suite (the README's second command; .ci/run runs it):
 #   1. system packages (compilers, CMake, aarch64 cross toolchain, qemu-user)
-#   2. the package with its test extras, built from this checkout
+#   2. the package with its test extras, built from this checkout (and fairseq for interop tests)
 #   3. C++ tests natively (reference, portable and AVX2 kernels) through CTest
 #   4. C++ tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   5. C++ tests cross-built for aarch64 and run under qemu (NEON kernels)
@@ -12,6 +12,9 @@ ROOT=$PWD
 
 bash scripts/install_system_deps.sh
 python3 -m pip install -q "$ROOT[test]"
+# fairseq is only needed by the interop tests; if its build fails here, say so loudly
+# (those tests then skip) rather than losing the whole run.
+bash scripts/install_fairseq.sh || echo "WARNING: fairseq could not be installed: tests/test_fairseq_interop.py will be SKIPPED" >&2
 
 echo "== C++ tests (native)"
 cmake -S . -B build/cpp-native -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null

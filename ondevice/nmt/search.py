@@ -3,7 +3,9 @@
 They follow fairseq's ``SequenceGenerator`` (with its defaults ``min_len=1``, ``normalize_scores``):
 
 * the decoder input starts with ``eos`` (fairseq uses eos as the decoder's bos);
-* ``pad`` and ``bos`` are never produced, ``eos`` is not allowed as the first token;
+* ``pad`` and ``bos`` are never produced (fairseq masks only ``pad``; a trained model never
+  predicts ``bos``, so outputs agree -- the interop tests compare them), ``eos`` is not allowed as
+  the first token;
 * at most ``max_len = int(max_len_a * src_len + max_len_b)`` tokens (capped at
   ``max_positions - 1``), after which ``eos`` is forced.  ``src_len`` is the number of non-pad
   tokens of *each* sentence (fairseq uses the padded batch width), so results do not depend on
