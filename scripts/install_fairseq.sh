@@ -10,5 +10,6 @@ fi
 $PY -m pip install -q "cython==3.3.1"
 MAX_JOBS=2 $PY -m pip install -q --no-build-isolation --no-deps "fairseq-fixed==0.12.3.1" "hydra-core==1.3.2" \
   "omegaconf==2.3.0" "antlr4-python3-runtime==4.9.3" bitarray tqdm
-$PY -m pip install -q "scikit-learn==1.9.1"   # fairseq.tasks imports it at import time
+# What fairseq (and omegaconf/hydra) import at run time; scikit-learn: fairseq.tasks imports it.
+$PY -m pip install -q "scikit-learn==1.9.1" PyYAML cffi packaging regex "sacrebleu>=2.4" typing_extensions
 $PY -c "import fairseq; print('fairseq', fairseq.__version__)"
