@@ -21,6 +21,21 @@ def pytest_report_header(config) -> str:
         return "ondevice core: NOT importable (install the package: pip install '.[test]')"
 
 
+@pytest.fixture(autouse=True)
+def _torch_single_thread():
+    """Tests that use torch run it on one thread: fast on 2 cores, and reproducible."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

@@ -18,14 +18,6 @@ from ondevice.nmt.search import beam_search, beam_search_nbest, greedy_search  #
 BOS, PAD, EOS, UNK = 0, 1, 2, 3
 
 
-@pytest.fixture(autouse=True)
-def _few_threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def tiny(norm="post", vocab=50, d=32, heads=4, ffn=64, layers=2, seed=0, **kw) -> TransformerModel:
     torch.manual_seed(seed)
     cfg = TransformerConfig(vocab_size=vocab, d_model=d, ffn_dim=ffn, heads=heads, encoder_layers=layers,

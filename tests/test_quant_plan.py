@@ -212,14 +212,6 @@ torch = pytest.importorskip("torch")
 from ondevice.nmt.model import TransformerConfig, TransformerModel  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _few_threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def tiny_cfg(**kw) -> TransformerConfig:
     args = dict(vocab_size=100, d_model=16, ffn_dim=32, heads=2, encoder_layers=2, decoder_layers=1)
     args.update(kw)

@@ -23,14 +23,6 @@ EOS, PAD = 2, 1
 VOCAB = 100
 
 
-@pytest.fixture(autouse=True)
-def _few_threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def tiny_model(seed=0, **kw) -> TransformerModel:
     torch.manual_seed(seed)
     args = dict(vocab_size=VOCAB, d_model=16, ffn_dim=32, heads=2, encoder_layers=2, decoder_layers=1,
