@@ -193,3 +193,16 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path):
     p1, p2 = _params(tmp_path / "one"), _params(tmp_path / "two")
     for k in p1:
         assert torch.allclose(p1[k], p2[k], atol=1e-5, rtol=1e-4), k
+
+
+def test_bf16_autocast_trains(tmp_path):
+    from ondevice.nmt.train import train
+
+    make_corpus(tmp_path)
+    cfg = config_from_dict(tiny_config(tmp_path, max_updates=40, validate_every=20, bf16=True))
+    summary = train(cfg, progress=False, log=lambda *_: None)
+    ck = torch.load(tmp_path / "run" / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+    assert all(v.dtype == torch.float32 for v in ck["model"].values() if v.is_floating_point())  # fp32 masters
+    vals = ck["state"]["validations"]
+    assert vals[-1]["loss"] < vals[0]["loss"], vals
+    assert summary["updates"] == 40

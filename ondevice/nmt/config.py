@@ -50,6 +50,8 @@ class TrainConfig:
     keep_checkpoints: int = 5          # per-validation checkpoints kept for averaging
     seed: int = 1
     threads: int = 0                   # torch intra-op threads (0 = all usable cores)
+    bf16: bool = False                 # bfloat16 autocast for the forward pass (fp32 master weights and loss):
+                                       # ~1.8x faster on CPUs with AVX512-BF16/AMX, slower on others
 
     def validate(self) -> None:
         def need(cond: bool, msg: str) -> None:

@@ -78,20 +78,23 @@ def build_model(cfg: TrainConfig, tok: Tokenizer):
     return TransformerModel.from_config(mcfg)
 
 
-def batch_loss(model, batch, epsilon: float):
-    """(loss sum, nll sum, target tokens) of one batch."""
+def batch_loss(model, batch, epsilon: float, bf16: bool = False):
+    """(loss sum, nll sum, target tokens) of one batch; with ``bf16`` the model runs under
+    bfloat16 autocast while the loss is computed in float32."""
     import torch
 
     from .loss import label_smoothed_nll_loss
 
     src, prev, tgt = batch
-    logits = model(src, prev)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits = model(src, prev)
     lprobs = torch.log_softmax(logits.float(), dim=-1).view(-1, logits.size(-1))
     loss, nll = label_smoothed_nll_loss(lprobs, tgt.view(-1), epsilon, ignore_index=PAD)
     return loss, nll, int((tgt != PAD).sum())
 
 
-def evaluate_loss(model, data: ParallelData, batches: list[np.ndarray], epsilon: float) -> dict[str, float]:
+def evaluate_loss(model, data: ParallelData, batches: list[np.ndarray], epsilon: float,
+                  bf16: bool = False) -> dict[str, float]:
     import torch
 
     was_training = model.training
@@ -100,7 +103,7 @@ def evaluate_loss(model, data: ParallelData, batches: list[np.ndarray], epsilon:
     tokens = 0
     with torch.no_grad():
         for idx in batches:
-            loss, nll, n = batch_loss(model, collate(data, idx), epsilon)
+            loss, nll, n = batch_loss(model, collate(data, idx), epsilon, bf16)
             tot_loss += float(loss)
             tot_nll += float(nll)
             tokens += n
@@ -236,7 +239,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, log=_log
 
     def validate() -> bool:
         """Returns True when training should stop early."""
-        metrics = evaluate_loss(model, valid_data, valid_batches, cfg.label_smoothing)
+        metrics = evaluate_loss(model, valid_data, valid_batches, cfg.label_smoothing, cfg.bf16)
         metrics["update"] = state["updates"]
         state["validations"].append(metrics)
         improved = metrics["loss"] < state["best_valid"]
@@ -278,7 +281,8 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, log=_log
                 tot_tokens, tot_loss, tot_nll = 0, 0.0, 0.0
                 for k in group[dist.rank::dist.world]:
                     torch.manual_seed(_batch_seed(cfg, state["epoch"], k))
-                    loss, nll, n = batch_loss(model, collate(train_data, batches[order[k]]), cfg.label_smoothing)
+                    loss, nll, n = batch_loss(model, collate(train_data, batches[order[k]]), cfg.label_smoothing,
+                                              cfg.bf16)
                     loss.backward()
                     tot_tokens += n
                     tot_loss += float(loss.detach())
