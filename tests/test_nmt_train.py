@@ -142,11 +142,11 @@ def test_training_learns_and_evaluation_scores(tmp_path):
     out = tmp_path / "hyp.txt"
     result = evaluate(run, tmp_path / "data", "test_bible", "en", "de", beam=4, output=out, progress=False)
     assert result["bleu"] > 60, result
-    assert "BLEU" not in result["bleu_signature"] or result["bleu_signature"].startswith("nrefs")
+    assert result["bleu_signature"].startswith("nrefs:1") and "tok:13a" in result["bleu_signature"]
     assert len(out.read_text().splitlines()) == 40
     greedy = evaluate(run, tmp_path / "data", "test_bible", "en", "de", beam=1, limit=10, progress=False)
     assert greedy["sentences"] == 10
-    kept = sorted(run.glob("checkpoint_u*.pt"))
+    kept = sorted(run.glob("checkpoint_u*.pt"), key=lambda p: int(p.stem[len("checkpoint_u"):]))
     assert 1 <= len(kept) <= 5
     avg = average_checkpoints(kept[-2:], run / "checkpoint_avg.pt")
     assert evaluate(run, tmp_path / "data", "test_bible", "en", "de", beam=2, checkpoint=avg.name,
@@ -206,3 +206,73 @@ def test_bf16_autocast_trains(tmp_path):
     vals = ck["state"]["validations"]
     assert vals[-1]["loss"] < vals[0]["loss"], vals
     assert summary["updates"] == 40
+
+
+def _quiet(cfg):
+    from ondevice.nmt.train import train
+
+    return train(cfg, progress=False, log=lambda *_: None)
+
+
+def test_rerunning_a_finished_run_does_nothing(tmp_path):
+    make_corpus(tmp_path)
+    cfg = config_from_dict(tiny_config(tmp_path, max_updates=5))
+    assert _quiet(cfg)["updates"] == 5
+    before = (tmp_path / "run" / "checkpoint_last.pt").read_bytes()
+    again = _quiet(cfg)
+    assert again["updates"] == 5 and "nothing to do" in again["stop_reason"]
+    assert (tmp_path / "run" / "checkpoint_last.pt").read_bytes() == before
+
+
+def test_early_stopping_sticks_and_epoch_end_does_not_validate_twice(tmp_path):
+    from ondevice.nmt.data import ParallelData, make_batches
+    from ondevice.nmt.tokenizer import Tokenizer
+
+    make_corpus(tmp_path)
+    # lr 1e-9: no improvement possible, so patience 2 stops after the second validation.
+    cfg = config_from_dict(tiny_config(tmp_path, lr=1e-9, warmup_updates=0, patience=2, validate_every=3))
+    first = _quiet(cfg)
+    assert "no valid improvement" in first["stop_reason"]
+    ck = torch.load(tmp_path / "run" / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+    updates = [v["update"] for v in ck["state"]["validations"]]
+    assert len(updates) == len(set(updates)) == 3  # best, then 2 without improvement
+    again = _quiet(cfg)
+    assert again["updates"] == first["updates"] and "stopped early" in again["stop_reason"]
+    # An epoch whose length is a multiple of validate_every validates once at its end.
+    tok = Tokenizer(tmp_path / "run" / "spm.model")
+    n = len(make_batches(ParallelData.load(tmp_path / "data", "train", "en", "de", tok, 256), 256))
+    cfg2 = config_from_dict(tiny_config(tmp_path, save_dir=str(tmp_path / "r2"), validate_every=n, max_epochs=1))
+    _quiet(cfg2)
+    ck2 = torch.load(tmp_path / "r2" / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+    assert [v["update"] for v in ck2["state"]["validations"]] == [n]
+
+
+def test_resume_refuses_settings_that_change_the_data_order(tmp_path):
+    make_corpus(tmp_path)
+    _quiet(config_from_dict(tiny_config(tmp_path, max_updates=3)))
+    with pytest.raises(ConfigError, match="max_tokens"):
+        _quiet(config_from_dict(tiny_config(tmp_path, max_updates=6, max_tokens=300)))
+    with pytest.raises(ConfigError, match="global batch"):
+        _quiet(config_from_dict(tiny_config(tmp_path, max_updates=6, update_freq=2)))
+    assert _quiet(config_from_dict(tiny_config(tmp_path, max_updates=6, patience=3)))["updates"] == 6
+
+
+def test_lines_are_split_on_newline_only(tmp_path):
+    from ondevice.nmt.data import read_lines
+
+    (tmp_path / "a.txt").write_bytes("one\ntwo\rstill two\nthree".encode())
+    assert read_lines(tmp_path / "a.txt") == ["one", "two\rstill two", "three"]
+    (tmp_path / "b.txt").write_bytes(b"\xff\xfe\n")
+    with pytest.raises(DataError, match="UTF-8"):
+        read_lines(tmp_path / "b.txt")
+
+
+def test_command_line_overrides(tmp_path, monkeypatch):
+    (tmp_path / "cfgdir").mkdir()
+    (tmp_path / "cfgdir" / "c.json").write_text(json.dumps(
+        {"data_dir": "d", "save_dir": "s", "model": {"d_model": 32, "heads": 2}}))
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(tmp_path / "cfgdir" / "c.json", {"save_dir": "runs/x", "model.dropout": 0.3})
+    assert cfg.save_dir == str(tmp_path / "runs" / "x")
+    assert cfg.data_dir == str(tmp_path / "cfgdir" / "d")
+    assert cfg.model == {"d_model": 32, "heads": 2, "dropout": 0.3}

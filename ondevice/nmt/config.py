@@ -65,7 +65,8 @@ class TrainConfig:
         need(not unknown, f"unknown model key(s) {sorted(unknown)}; allowed: {sorted(MODEL_KEYS)}")
         need(self.max_tokens >= 16 and self.update_freq >= 1, "max_tokens must be >= 16 and update_freq >= 1")
         need(self.lr > 0 and self.warmup_updates >= 0 and self.warmup_init_lr >= 0, "lr must be > 0, warmups >= 0")
-        need(len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas), "adam_betas: two values in [0, 1)")
+        need(len(self.adam_betas) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.adam_betas),
+             "adam_betas: two numbers in [0, 1)")
         need(0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)")
         need(self.max_len >= 2, "max_len must be >= 2")
         need(min(self.max_updates, self.max_epochs, self.max_minutes, self.patience, self.threads) >= 0,
@@ -114,8 +115,14 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None
         raise ConfigError(f"{p} is not valid JSON: {e}") from None
     if not isinstance(d, dict):
         raise ConfigError(f"{p}: the top level must be a JSON object")
-    d.update(overrides or {})
-    for key in ("data_dir", "save_dir"):
+    for key in ("data_dir", "save_dir"):  # paths in the file are relative to the file
         if isinstance(d.get(key), str) and not os.path.isabs(d[key]):
             d[key] = str((p.parent / d[key]).resolve())
+    for key, value in (overrides or {}).items():
+        if key.startswith("model."):  # --set model.dropout=0.3 changes one model key
+            d["model"] = {**d.get("model", {}), key[len("model."):]: value}
+        elif key in ("data_dir", "save_dir") and isinstance(value, str):
+            d[key] = os.path.abspath(value)  # paths on the command line are relative to the cwd
+        else:
+            d[key] = value
     return config_from_dict(d, str(p))

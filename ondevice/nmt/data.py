@@ -12,8 +12,13 @@ from .tokenizer import EOS, PAD, Tokenizer
 
 
 def read_lines(path: Path) -> list[str]:
+    """Lines split on "\n" only (a stray "\r" inside a sentence must not shift the alignment);
+    a missing final newline does not lose the last line."""
     try:
-        return path.read_text(encoding="utf-8").split("\n")[:-1] if path.stat().st_size else []
+        lines = path.read_bytes().decode("utf-8").split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        return lines
     except FileNotFoundError:
         raise DataError(f"{path} does not exist (run `ondevice data prepare` first)") from None
     except UnicodeDecodeError as e:

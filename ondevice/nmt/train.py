@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, OndeviceError
 from ..progress import Progress
 from .config import TrainConfig
 from .data import ParallelData, collate, make_batches
@@ -38,18 +38,29 @@ CHECKPOINT_BEST = "checkpoint_best.pt"
 
 
 def inverse_sqrt_lr(cfg: TrainConfig, update: int) -> float:
-    """fairseq's inverse_sqrt schedule: linear warm-up from warmup_init_lr, then lr * sqrt(warmup / update)."""
+    """fairseq's inverse_sqrt schedule after ``update`` finished updates: linear warm-up from
+    warmup_init_lr, then lr * sqrt(warmup / update). Update number u (1-based) uses f(u - 1), as in
+    fairseq, so the first update runs at warmup_init_lr."""
     if cfg.warmup_updates > 0 and update < cfg.warmup_updates:
         return cfg.warmup_init_lr + (cfg.lr - cfg.warmup_init_lr) * update / cfg.warmup_updates
     return cfg.lr * math.sqrt(max(cfg.warmup_updates, 1) / max(update, 1))
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
+    """Writes via a temporary file, fsync and rename: a crash or a full disk never leaves a
+    truncated checkpoint in place (the previous one survives)."""
     import torch
 
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        tmp.unlink(missing_ok=True)
+        raise OndeviceError(f"could not write {path} (disk full?): {e}") from None
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -112,6 +123,24 @@ def evaluate_loss(model, data: ParallelData, batches: list[np.ndarray], epsilon:
     return {"loss": tot_loss / max(tokens, 1) / math.log(2), "nll": nll_tok / math.log(2), "ppl": 2 ** (nll_tok / math.log(2))}
 
 
+# Settings that fix the order of batches and the global batch: changing them under a running
+# schedule would silently skip or repeat data, so a resume refuses it.
+_ORDER_KEYS = ("src", "tgt", "train_split", "max_tokens", "max_len", "seed", "vocab_size", "tokenizer_type")
+
+
+def _check_resumable(cfg: TrainConfig, ck: dict, world: int, train_pairs: int) -> None:
+    old = ck.get("config", {})
+    changed = [k for k in _ORDER_KEYS if k in old and old[k] != getattr(cfg, k)]
+    old_global = old.get("update_freq", cfg.update_freq) * ck.get("world_size", 1)
+    if old_global != cfg.update_freq * world:
+        changed.append(f"global batch (update_freq x processes: {old_global} -> {cfg.update_freq * world})")
+    if ck.get("train_pairs", train_pairs) != train_pairs:
+        changed.append(f"training data ({ck['train_pairs']} -> {train_pairs} pairs)")
+    if changed:
+        raise ConfigError("cannot resume: these settings differ from the run being continued: " +
+                          ", ".join(changed) + "; restore them or start a new save_dir")
+
+
 class _Dist:
     """This process's place in a torchrun job (world 1 when launched directly)."""
 
@@ -153,14 +182,14 @@ def _batch_seed(cfg: TrainConfig, epoch: int, batch: int) -> int:
 
 
 class _StopFlag:
-    """Turns SIGINT/SIGTERM into a request to save and stop after the current update."""
+    """Turns SIGINT/SIGTERM/SIGHUP into a request to save and stop after the current update."""
 
     def __init__(self) -> None:
         self.requested = False
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> "_StopFlag":
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             try:
                 self._old[sig] = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread: no handlers
@@ -215,11 +244,17 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, log=_log
              "train_seconds": 0.0, "validations": []}
     last = save_dir / CHECKPOINT_LAST
     if resume and last.exists():
-        ck = torch.load(last, map_location="cpu", weights_only=False)
+        try:
+            ck = torch.load(last, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001 - any unpickling failure means a damaged file
+            raise DataError(f"{last} is not a readable checkpoint ({e}); restore it or use a new save_dir") from None
         if ck.get("model_config") != dataclasses.asdict(model.config):
             raise ConfigError(f"{last} was trained with a different model configuration; use a new save_dir")
+        _check_resumable(cfg, ck, dist.world, len(train_data))
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
+        for g in opt.param_groups:  # the config's optimizer settings win over the saved ones
+            g.update(betas=tuple(cfg.adam_betas), eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
         state.update(ck["state"])
         log(f"resumed from {last}: update {state['updates']}, epoch {state['epoch']}, "
             f"batch {state['batch_in_epoch']}/{len(batches)}")
@@ -235,11 +270,13 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, log=_log
         if dist.main:
             atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
                                "config": dataclasses.asdict(cfg), "world_size": dist.world,
+                               "train_pairs": len(train_data),
                                "model_config": dataclasses.asdict(model.config)}, path)
 
     def validate() -> bool:
         """Returns True when training should stop early."""
-        metrics = evaluate_loss(model, valid_data, valid_batches, cfg.label_smoothing, cfg.bf16)
+        # fp32 even when training in bf16: best-checkpoint and early-stopping decisions need exact losses
+        metrics = evaluate_loss(model, valid_data, valid_batches, cfg.label_smoothing, bf16=False)
         metrics["update"] = state["updates"]
         state["validations"].append(metrics)
         improved = metrics["loss"] < state["best_valid"]
@@ -267,6 +304,10 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, log=_log
     stop_reason = ""
     tokens_this_run = 0
     bar = Progress("train", total=cfg.max_updates or None, unit="upd", enabled=progress)
+    if cfg.max_updates and state["updates"] >= cfg.max_updates:
+        stop_reason = f"reached max_updates={cfg.max_updates} (nothing to do)"
+    elif cfg.patience and state["bad_validations"] >= cfg.patience:
+        stop_reason = f"stopped early before (no valid improvement in {cfg.patience} validations)"
     with _StopFlag() as stop:
         while not stop_reason:
             if cfg.max_epochs and state["epoch"] > cfg.max_epochs:
@@ -306,7 +347,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, log=_log
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
                 state["updates"] += 1
                 for g in opt.param_groups:
-                    g["lr"] = inverse_sqrt_lr(cfg, state["updates"])
+                    g["lr"] = inverse_sqrt_lr(cfg, state["updates"] - 1)
                 opt.step()
                 pos = group.stop
                 state["batch_in_epoch"] = pos
@@ -314,7 +355,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, log=_log
                 elapsed = time.monotonic() - run_start
                 bar.update(1, epoch=state["epoch"], loss=tot_loss / max(tot_tokens, 1) / math.log(2),
                            lr=opt.param_groups[0]["lr"], tok_s=tokens_this_run / max(elapsed, 1e-9))
-                if state["updates"] % cfg.validate_every == 0 and validate():
+                if state["updates"] % cfg.validate_every == 0 and dist.any(validate()):
                     stop_reason = f"no valid improvement in {cfg.patience} validations"
                 if cfg.max_updates and state["updates"] >= cfg.max_updates:
                     stop_reason = stop_reason or f"reached max_updates={cfg.max_updates}"
@@ -334,7 +375,8 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, log=_log
             else:
                 state["epoch"] += 1
                 state["batch_in_epoch"] = 0
-                if validate():
+                validated_now = bool(state["validations"]) and state["validations"][-1]["update"] == state["updates"]
+                if not validated_now and dist.any(validate()):
                     stop_reason = f"no valid improvement in {cfg.patience} validations"
                 now = time.monotonic()
                 state["train_seconds"] += now - last_save
@@ -344,7 +386,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, log=_log
     dist.barrier()
     elapsed = time.monotonic() - run_start
     summary = {"stop_reason": stop_reason, "updates": state["updates"], "epoch": state["epoch"],
-               "best_valid_loss": state["best_valid"], "run_seconds": elapsed, "train_seconds": state["train_seconds"],
+               "best_valid_loss": state["best_valid"] if math.isfinite(state["best_valid"]) else None, "run_seconds": elapsed, "train_seconds": state["train_seconds"],
                "target_tokens_per_second": tokens_this_run / max(elapsed, 1e-9),
                "train_pairs": len(train_data), "train_target_tokens": train_data.num_target_tokens(),
                "parameters": sum(p.numel() for p in model.parameters()), "world_size": dist.world}
