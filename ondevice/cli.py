@@ -5,6 +5,8 @@ Verbs present in this version:
   train nmt         train (or resume) the Transformer translation model
   eval nmt          translate a held-out split and score BLEU/chrF
   quantize matrix   quantize a .npy matrix to a .bcq bit-plane file
+  quantize nmt      post-training quantization of a translation model by a mixed-precision plan
+  quantize sensitivity  BLEU per sublayer kind quantized to 1/2/3 bits
   bench kernels     time the BCQ LUT kernels against numpy and onnxruntime
 """
 
@@ -73,6 +75,32 @@ def _cmd_eval_nmt(args: argparse.Namespace) -> int:
     result = evaluate(args.model, args.data, args.split, args.src, args.tgt, beam=args.beam, lenpen=args.lenpen,
                       limit=args.limit, output=args.output, checkpoint=args.checkpoint, progress=not args.quiet)
     print(json.dumps(result, indent=1))
+    return 0
+
+
+def _cmd_quantize_nmt(args: argparse.Namespace) -> int:
+    from .quant.ptq import post_training_quantize
+
+    freq = (args.data, "train", [args.src, args.tgt]) if args.data else None
+    result = post_training_quantize(args.model, args.plan, out_checkpoint_name=args.out,
+                                    checkpoint=args.checkpoint, frequencies_from=freq)
+    print(json.dumps({k: result[k] for k in ("checkpoint", "average_bits", "size_report") if k in result},
+                     indent=1))
+    return 0
+
+
+def _cmd_quantize_sensitivity(args: argparse.Namespace) -> int:
+    from .quant.sensitivity import sensitivity, to_markdown
+
+    rows = sensitivity(args.model, args.data, split=args.split, src=args.src, tgt=args.tgt, bits=args.bits,
+                       limit=args.limit, beam=args.beam, checkpoint=args.checkpoint)
+    md = to_markdown(rows)
+    if args.output:
+        out = Path(args.output)
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_text(md, encoding="utf-8")
+        os.replace(tmp, out)
+    print(md)
     return 0
 
 
@@ -182,6 +210,33 @@ def build_parser() -> argparse.ArgumentParser:
     qm.add_argument("--alpha-dtype", choices=("float32", "float16"), default="float32",
                     help="storage type of the scales (default float32)")
     qm.set_defaults(func=_cmd_quantize_matrix)
+    qn = qs.add_parser("nmt", help="post-training quantization of a trained translation model by a plan",
+                       description="Quantize every matrix the plan assigns (BCQ; biases and norms stay fp32) "
+                                   "and write a checkpoint that `ondevice eval nmt --checkpoint` scores, "
+                                   "plus a JSON size report.")
+    qn.add_argument("--model", required=True, help="training directory (spm.model + checkpoint)")
+    qn.add_argument("--plan", required=True,
+                    help="plan JSON file or built-in name (paper_2.6bit, uniform_2bit, uniform_3bit, uniform_4bit)")
+    qn.add_argument("--data", default=None, help="data directory: word frequencies for frequency-clustered embeddings")
+    qn.add_argument("--src", default="en")
+    qn.add_argument("--tgt", default="de")
+    qn.add_argument("--checkpoint", default="checkpoint_best.pt", help="fp32 checkpoint in --model")
+    qn.add_argument("--out", default="checkpoint_ptq.pt", help="output checkpoint name in --model")
+    qn.set_defaults(func=_cmd_quantize_nmt)
+    qv = qs.add_parser("sensitivity", help="BLEU when one sublayer kind at a time is quantized to 1/2/3 bits",
+                       description="The paper's sensitivity analysis: for each sublayer kind and bit width, "
+                                   "quantize only that kind (post-training) and score a held-out split.")
+    qv.add_argument("--model", required=True)
+    qv.add_argument("--data", required=True)
+    qv.add_argument("--split", default="valid")
+    qv.add_argument("--src", default="en")
+    qv.add_argument("--tgt", default="de")
+    qv.add_argument("--bits", type=_int_list, default=[1, 2, 3], help="bit widths (default 1,2,3)")
+    qv.add_argument("--limit", type=int, default=200, help="sentences decoded per cell (default 200)")
+    qv.add_argument("--beam", type=int, default=1, help="beam size (default 1: greedy)")
+    qv.add_argument("--checkpoint", default="checkpoint_best.pt")
+    qv.add_argument("--output", default=None, help="also write the markdown table here")
+    qv.set_defaults(func=_cmd_quantize_sensitivity)
 
     b = sub.add_parser("bench", help="benchmarks with peers measured in the same run")
     bs = b.add_subparsers(dest="what", metavar="WHAT")
