@@ -73,7 +73,8 @@ def _cmd_eval_nmt(args: argparse.Namespace) -> int:
     from .nmt.evaluate import evaluate
 
     result = evaluate(args.model, args.data, args.split, args.src, args.tgt, beam=args.beam, lenpen=args.lenpen,
-                      limit=args.limit, output=args.output, checkpoint=args.checkpoint, progress=not args.quiet)
+                      limit=args.limit, output=args.output, checkpoint=args.checkpoint, progress=not args.quiet,
+                      max_len_a=args.max_len_a, max_len_b=args.max_len_b)
     print(json.dumps(result, indent=1))
     return 0
 
@@ -188,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument("--beam", type=int, default=4, help="beam size; 1 = greedy (default 4)")
     en.add_argument("--lenpen", type=float, default=1.0, help="length penalty (default 1.0)")
     en.add_argument("--limit", type=int, default=None, help="only the first N sentences")
+    en.add_argument("--max-len-a", type=float, default=1.2, help="output length limit: a * source tokens + b")
+    en.add_argument("--max-len-b", type=int, default=10, help="(fairseq-generate uses a=0, b=200)")
     en.add_argument("--checkpoint", default="checkpoint_best.pt", help="checkpoint file in --model")
     en.add_argument("--output", default=None, help="write translations here (+ .json with the scores)")
     en.add_argument("--quiet", action="store_true", help="no progress line")

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..progress import Progress
 from .data import read_parallel
 from .tokenizer import PAD, Tokenizer
@@ -40,8 +40,12 @@ def load_model(model_dir: str | os.PathLike, checkpoint: str = "checkpoint_best.
 
 
 def translate(model, tok: Tokenizer, sentences: Sequence[str], beam: int = 4, lenpen: float = 1.0,
-              max_tokens: int = 2048, progress: bool = False) -> list[str]:
-    """Translates in length-sorted batches (restoring the input order); beam=1 is greedy search."""
+              max_tokens: int = 2048, progress: bool = False, max_len_a: float = 1.2,
+              max_len_b: int = 10) -> list[str]:
+    """Translates in length-sorted batches (restoring the input order); beam=1 is greedy search.
+
+    Outputs are at most ``max_len_a * source_tokens + max_len_b`` tokens (fairseq-generate's
+    defaults are 0 and 200)."""
     import torch
 
     from .search import beam_search, greedy_search
@@ -60,7 +64,8 @@ def translate(model, tok: Tokenizer, sentences: Sequence[str], beam: int = 4, le
             src = torch.full((len(idx), max(len(ids[k]) for k in idx)), PAD, dtype=torch.long)
             for r, k in enumerate(idx):
                 src[r, : len(ids[k])] = torch.tensor(ids[k])
-            hyps = greedy_search(model, src) if beam == 1 else beam_search(model, src, beam=beam, lenpen=lenpen)
+            hyps = (greedy_search(model, src, max_len_a=max_len_a, max_len_b=max_len_b) if beam == 1 else
+                    beam_search(model, src, beam=beam, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b))
             for k, text in zip(idx, tok.decode(hyps)):
                 out[k] = text
             bar.update(len(idx))
@@ -82,16 +87,20 @@ def score(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, Any
 
 def evaluate(model_dir: str | os.PathLike, data_dir: str | os.PathLike, split: str, src: str, tgt: str,
              beam: int = 4, lenpen: float = 1.0, limit: int | None = None, output: str | os.PathLike | None = None,
-             checkpoint: str = "checkpoint_best.pt", progress: bool = True) -> dict[str, Any]:
+             checkpoint: str = "checkpoint_best.pt", progress: bool = True, max_len_a: float = 1.2,
+             max_len_b: int = 10) -> dict[str, Any]:
     """Scores ``split`` of ``data_dir``; writes translations (one per line) to ``output`` if given."""
     sources, refs = read_parallel(data_dir, split, src, tgt)
-    if limit:
+    if limit is not None:
+        if limit < 1:
+            raise ConfigError(f"limit must be a positive number of sentences, got {limit}")
         sources, refs = sources[:limit], refs[:limit]
     model, tok = load_model(model_dir, checkpoint)
-    hyps = translate(model, tok, sources, beam=beam, lenpen=lenpen, progress=progress)
+    hyps = translate(model, tok, sources, beam=beam, lenpen=lenpen, progress=progress, max_len_a=max_len_a,
+                     max_len_b=max_len_b)
     result = score(hyps, refs)
     result.update({"split": split, "pair": f"{src}-{tgt}", "beam": beam, "lenpen": lenpen,
-                   "checkpoint": checkpoint})
+                   "max_len_a": max_len_a, "max_len_b": max_len_b, "checkpoint": checkpoint})
     if output:
         out = Path(output)
         tmp = out.with_name(f".{out.name}.tmp")
