@@ -13,13 +13,13 @@ from __future__ import annotations
 import errno
 import os
 import struct
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write_bytes
 from .errors import BCQFormatError
 
 TILE_ROWS = 32
@@ -218,31 +218,8 @@ def to_bytes(p: PackedPlanes, alpha_dtype: str = "float32") -> bytes:
 
 
 def write_file(path: str | os.PathLike, p: PackedPlanes, alpha_dtype: str = "float32") -> None:
-    """Writes atomically: a temporary file in the same directory, fsync, then rename."""
-    data = to_bytes(p, alpha_dtype)
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    """Writes atomically (temporary file, fsync, rename): a failure never leaves a partial file."""
+    atomic_write_bytes(path, to_bytes(p, alpha_dtype))
 
 
 def read_file(path: str | os.PathLike) -> tuple[PackedPlanes, str]:

@@ -97,10 +97,9 @@ def _cmd_quantize_sensitivity(args: argparse.Namespace) -> int:
                        limit=args.limit, beam=args.beam, checkpoint=args.checkpoint)
     md = to_markdown(rows)
     if args.output:
-        out = Path(args.output)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(md, encoding="utf-8")
-        os.replace(tmp, out)
+        from .atomic import atomic_write_text
+
+        atomic_write_text(args.output, md)
     print(md)
     return 0
 

@@ -150,7 +150,7 @@ def test_quantize_cli(trained, tmp_path):
     import subprocess
     import sys as _sys
 
-    run_dir, data_dir = trained[0], trained[1]
+    run_dir = trained[0]
     r = subprocess.run([_sys.executable, "-m", "ondevice", "quantize", "nmt", "--model", str(run_dir), "--plan",
                         "uniform_4bit", "--out", "checkpoint_cli.pt"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -24,6 +24,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from .. import __version__
+from ..atomic import atomic_write_text
 from ..bcq_matrix import BCQMatrix, quantize_bcq
 from . import peers
 
@@ -232,7 +233,5 @@ def write_report(report: dict, out_dir: str | os.PathLike, name: str = "kernels"
     out.mkdir(parents=True, exist_ok=True)
     paths = (out / f"{name}.json", out / f"{name}.md")
     for path, text in zip(paths, (json.dumps(report, indent=1) + "\n", to_markdown(report))):
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        atomic_write_text(path, text)
     return paths

@@ -9,10 +9,10 @@ import json
 import os
 import random
 import subprocess
-import tempfile
 from collections import Counter
 from pathlib import Path
 
+from ..atomic import atomic_write_text
 from ..errors import DataError
 from . import bible as _bible
 from . import gettext_catalogs as _ui
@@ -41,29 +41,6 @@ def _check_pair(src: str, tgt: str) -> None:
         pairs = ", ".join(f"{a}-{b}" for a, b in SUPPORTED_PAIRS)
         raise DataError(f"unsupported language pair {src}-{tgt}: supported pairs are {pairs} "
                         "(use --src en --tgt de or --tgt fr)")
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp creates 0600; give the usual file mode
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _lines(items: list[str]) -> str:
@@ -259,7 +236,7 @@ def prepare_parallel(out_dir: str | os.PathLike, src: str = "en", tgt: str = "de
     for split in SPLITS:
         for suffix, col in ((src, 0), (tgt, 1), ("ids", 2)):
             name = f"{split}.{suffix}"
-            _atomic_write(out / name, _lines([x[col] for x in data[split]]))
+            atomic_write_text(out / name, _lines([x[col] for x in data[split]]))
             files.append(name)
 
     # ---- stats
@@ -328,5 +305,5 @@ def prepare_parallel(out_dir: str | os.PathLike, src: str = "en", tgt: str = "de
             "target_side_info": target_side,
         },
     }
-    _atomic_write(out / "stats.json", json.dumps(stats, indent=1, ensure_ascii=False) + "\n")
+    atomic_write_text(out / "stats.json", json.dumps(stats, indent=1, ensure_ascii=False) + "\n")
     return stats

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..atomic import atomic_write_text
 from ..errors import ConfigError, DataError
 from ..progress import Progress
 from .data import read_parallel
@@ -102,10 +103,6 @@ def evaluate(model_dir: str | os.PathLike, data_dir: str | os.PathLike, split: s
     result.update({"split": split, "pair": f"{src}-{tgt}", "beam": beam, "lenpen": lenpen,
                    "max_len_a": max_len_a, "max_len_b": max_len_b, "checkpoint": checkpoint})
     if output:
-        out = Path(output)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
-        os.replace(tmp, out)
-        meta = out.with_suffix(out.suffix + ".json")
-        meta.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        atomic_write_text(output, "".join(h + "\n" for h in hyps))
+        atomic_write_text(str(output) + ".json", json.dumps(result, indent=1) + "\n")
     return result

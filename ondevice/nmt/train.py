@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import atomic_write_text
 from ..errors import ConfigError, DataError, OndeviceError
 from ..progress import Progress
 from .config import TrainConfig
@@ -61,12 +62,6 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     except (OSError, RuntimeError) as e:
         tmp.unlink(missing_ok=True)
         raise OndeviceError(f"could not write {path} (disk full?): {e}") from None
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def prepare_tokenizer(cfg: TrainConfig, save_dir: Path) -> Tokenizer:

@@ -39,13 +39,13 @@ import importlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from ..atomic import atomic_write_text
 from ..errors import ConfigError
 _emb = importlib.import_module(".embedding_bits", __package__)  # the submodule, whatever the package re-exports
 
@@ -238,20 +238,7 @@ class QuantPlan:
         """Writes the plan as JSON, atomically (temporary file + rename)."""
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=p.name + ".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(self.to_dict(), fh, indent=2)
-                fh.write("\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, p)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        atomic_write_text(p, json.dumps(self.to_dict(), indent=2) + "\n")
 
     def replace(self, **changes) -> "QuantPlan":
         return dataclasses.replace(self, **changes)
