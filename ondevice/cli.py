@@ -3,6 +3,7 @@
 Verbs present in this version:
   data prepare      build parallel train/valid/test text from Bibles and Debian UI catalogs
   train nmt         train (or resume) the Transformer translation model
+  train qat         quantization-aware retraining of a trained model in phases (resumable)
   eval nmt          translate a held-out split and score BLEU/chrF
   quantize matrix   quantize a .npy matrix to a .bcq bit-plane file
   quantize nmt      post-training quantization of a translation model by a mixed-precision plan
@@ -19,7 +20,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import OndeviceError
+from .errors import ConfigError, OndeviceError
 
 
 def _int_list(text: str) -> list[int]:
@@ -49,12 +50,10 @@ def _cmd_data_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_train_nmt(args: argparse.Namespace) -> int:
-    from .nmt.config import load_config
-    from .nmt.train import train
-
+def _overrides(items: list[str] | None) -> dict:
+    """``--set KEY=VALUE`` options: VALUE as JSON when it parses, else as a string."""
     overrides = {}
-    for item in args.set or []:
+    for item in items or []:
         key, sep, value = item.partition("=")
         if not sep:
             raise OndeviceError(f"--set expects KEY=VALUE, got {item!r}")
@@ -62,10 +61,36 @@ def _cmd_train_nmt(args: argparse.Namespace) -> int:
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:
             overrides[key] = value
-    cfg = load_config(args.config, overrides)
+    return overrides
+
+
+def _cmd_train_nmt(args: argparse.Namespace) -> int:
+    from .nmt.config import load_config
+    from .nmt.train import train
+
+    cfg = load_config(args.config, _overrides(args.set))
     summary = train(cfg, resume=not args.no_resume, progress=not args.quiet)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one process reports
         print(json.dumps(summary, indent=1))
+    return 0
+
+
+def _cmd_train_qat(args: argparse.Namespace) -> int:
+    from .quant.qat import load_qat_config, train_qat
+
+    cfg = load_qat_config(args.config, _overrides(args.set))
+    print(json.dumps(train_qat(cfg, resume=not args.no_resume, progress=not args.quiet), indent=1))
+    return 0
+
+
+def _cmd_train_average(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .nmt.train import average_checkpoints, last_checkpoints
+
+    paths = [Path(p) for p in args.checkpoints] or last_checkpoints(args.run, args.last)
+    out = average_checkpoints(paths, Path(args.out), dtype=args.dtype)
+    print(json.dumps({"out": str(out), "averaged": [str(p) for p in paths], "dtype": args.dtype}, indent=1))
     return 0
 
 
@@ -79,6 +104,18 @@ def _cmd_eval_nmt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval_card(args: argparse.Namespace) -> int:
+    from .model_card import check, measure, write_measurements
+
+    measured = measure(args.model_dir)
+    if args.write:
+        write_measurements(args.model_dir, measured)
+    results = check(args.model_dir, measured)
+    for r in results:
+        print(r)
+    return 0 if all(r.ok for r in results) else 1
+
+
 def _cmd_quantize_nmt(args: argparse.Namespace) -> int:
     from .quant.ptq import post_training_quantize
 
@@ -87,6 +124,24 @@ def _cmd_quantize_nmt(args: argparse.Namespace) -> int:
                                     checkpoint=args.checkpoint, frequencies_from=freq)
     print(json.dumps({k: result[k] for k in ("checkpoint", "average_bits", "size_report") if k in result},
                      indent=1))
+    return 0
+
+
+def _cmd_quantize_pack(args: argparse.Namespace) -> int:
+    from .quant.packed_model import pack_checkpoint, pack_qat_run
+
+    if (args.plan is None) == (args.qat_run is None):
+        raise ConfigError("give exactly one of --plan (post-training quantization of --model) or --qat-run")
+    if args.qat_run is not None:
+        size = pack_qat_run(args.qat_run, args.out, src=args.src, tgt=args.tgt, dense_dtype=args.dense_dtype)
+    else:
+        if args.model is None:
+            raise ConfigError("--plan quantizes a trained model: give --model")
+        freq = (args.data, "train", [args.src, args.tgt]) if args.data else None
+        size = pack_checkpoint(args.model, args.plan, args.out, src=args.src, tgt=args.tgt,
+                               checkpoint=args.checkpoint, frequencies_from=freq, alpha_dtype=args.alpha_dtype,
+                               dense_dtype=args.dense_dtype)
+    print(json.dumps({"out": args.out, **size}, indent=1))
     return 0
 
 
@@ -144,6 +199,23 @@ def _cmd_bench_kernels(args: argparse.Namespace) -> int:
     return 0
 
 
+_QAT_EPILOG = """example config (paths relative to the file; "phases" may be left out for this default):
+  {"model_dir": "../runs/nmt-en-de", "checkpoint": "checkpoint_avg.pt",
+   "data_dir": "../data/en-de", "src": "en", "tgt": "de", "save_dir": "../runs/qat-2.6bit",
+   "plan": "paper_2.6bit", "max_tokens": 4096, "bf16": true, "validate_every": 500,
+   "phases": [
+     {"name": "embedding", "blocks": ["embedding"], "updates": 2000, "lr": 1e-4},
+     {"name": "decoder", "blocks": ["decoder"], "updates": 2000, "lr": 1e-4},
+     {"name": "encoder", "blocks": ["encoder"], "updates": 2000, "lr": 1e-4},
+     {"name": "alpha", "blocks": [], "updates": 1000, "lr": 1e-4, "mode": "alpha"}]}
+phase keys: name, blocks (embedding/encoder/decoder, each in exactly one phase), updates, lr,
+  refresh_every (re-quantize every N updates; default 1), mode (ste | alpha), train_other
+  (also train biases, LayerNorms and not-yet-quantized matrices; default true for ste, false
+  for alpha), warmup_updates (linear warm-up, default min(100, updates/10); then constant lr)
+other keys: QATConfig in ondevice/quant/qat.py; stop early and in a reproducible place with
+  --set max_updates_this_run=N."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ondevice",
@@ -175,6 +247,33 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--no-resume", action="store_true", help="refuse to continue an existing run")
     tn.add_argument("--quiet", action="store_true", help="no progress line")
     tn.set_defaults(func=_cmd_train_nmt)
+    tq = ts.add_parser(
+        "qat", help="quantization-aware retraining of a trained model in phases (resumable)",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_QAT_EPILOG,
+        description="Retrain a trained fp32 model under BCQ fake quantization by a mixed-precision plan,\n"
+                    "block by block (default: embedding, decoder, encoder, then AlphaTuning of the scales);\n"
+                    "blocks quantized in earlier phases stay quantized and frozen. Stop at any time (Ctrl-C):\n"
+                    "the same command resumes from SAVE_DIR/checkpoint_last.pt. The result is scored by\n"
+                    "  ondevice eval nmt --model SAVE_DIR --checkpoint qat_final.pt\n"
+                    "qat_final_bcq.pt holds the BCQ matrices, qat_final.pt.json the plan, average bits and\n"
+                    "size report; phase<k>_<name>.pt is each phase's result.")
+    tq.add_argument("--config", required=True, help="JSON QAT config (see the example below)")
+    tq.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override a top-level config key (JSON value), e.g. --set max_minutes=60")
+    tq.add_argument("--no-resume", action="store_true", help="refuse to continue an existing run")
+    tq.add_argument("--quiet", action="store_true", help="no progress line")
+    tq.set_defaults(func=_cmd_train_qat)
+    ta = ts.add_parser("average", help="average the weights of the last checkpoints of a run",
+                       description="Average model weights (fairseq's average_checkpoints): the last N "
+                                   "per-validation checkpoints (checkpoint_u<update>.pt) of --run, or the "
+                                   "checkpoint files given. The result loads like any checkpoint.")
+    ta.add_argument("checkpoints", nargs="*", help="checkpoint files (default: the last --last of --run)")
+    ta.add_argument("--run", default=".", help="training directory (default: current directory)")
+    ta.add_argument("--last", type=int, default=5, help="how many of the latest checkpoints (default 5)")
+    ta.add_argument("--out", required=True, help="output checkpoint path, written atomically")
+    ta.add_argument("--dtype", choices=("float32", "float16"), default="float32",
+                    help="storage type of the averaged weights (float16 halves a shipped file)")
+    ta.set_defaults(func=_cmd_train_average)
 
     e = sub.add_parser("eval", help="evaluate models on held-out data")
     es = e.add_subparsers(dest="what", metavar="WHAT")
@@ -190,10 +289,19 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument("--limit", type=int, default=None, help="only the first N sentences")
     en.add_argument("--max-len-a", type=float, default=1.2, help="output length limit: a * source tokens + b")
     en.add_argument("--max-len-b", type=int, default=10, help="(fairseq-generate uses a=0, b=200)")
-    en.add_argument("--checkpoint", default="checkpoint_best.pt", help="checkpoint file in --model")
+    en.add_argument("--checkpoint", default=None,
+                    help="checkpoint file in --model (default: the packed model when --model holds "
+                         "manifest.json, else checkpoint_best.pt)")
     en.add_argument("--output", default=None, help="write translations here (+ .json with the scores)")
     en.add_argument("--quiet", action="store_true", help="no progress line")
     en.set_defaults(func=_cmd_eval_nmt)
+    ec = es.add_parser("card", help="check a shipped model against its card's thresholds (CI regression)",
+                       description="Decode the card's fixed regression subsets (models/<name>/card.json) and "
+                                   "compare BLEU/chrF and the model's size with the card; exit 1 on a regression. "
+                                   "--write records the measurement as the new thresholds.")
+    ec.add_argument("model_dir", help="model directory holding card.json")
+    ec.add_argument("--write", action="store_true", help="record the measured scores and size in card.json")
+    ec.set_defaults(func=_cmd_eval_card)
 
     q = sub.add_parser("quantize", help="quantize weights to bit-planes")
     qs = q.add_subparsers(dest="what", metavar="WHAT")
@@ -225,6 +333,24 @@ def build_parser() -> argparse.ArgumentParser:
     qn.add_argument("--checkpoint", default="checkpoint_best.pt", help="fp32 checkpoint in --model")
     qn.add_argument("--out", default="checkpoint_ptq.pt", help="output checkpoint name in --model")
     qn.set_defaults(func=_cmd_quantize_nmt)
+    qp = qs.add_parser("pack", help="write a quantized translation model as a packed bit-plane directory",
+                       description="The shippable form of a quantized model (docs/packed-model.md): one .bcq "
+                                   "file per quantized matrix, raw dense parameters, the tokenizer and a hashed "
+                                   "manifest. Either post-training quantize --model by --plan, or pack the "
+                                   "result of `ondevice train qat` (--qat-run SAVE_DIR).")
+    qp.add_argument("--model", default=None, help="trained model directory (with --plan)")
+    qp.add_argument("--plan", default=None, help="plan JSON file or built-in name (post-training quantization)")
+    qp.add_argument("--qat-run", default=None, help="save_dir of `ondevice train qat` (packs qat_final)")
+    qp.add_argument("--out", required=True, help="packed model directory (replaced atomically)")
+    qp.add_argument("--src", default="en")
+    qp.add_argument("--tgt", default="de")
+    qp.add_argument("--data", default=None, help="data directory; needed for frequency-cluster embedding plans")
+    qp.add_argument("--checkpoint", default="checkpoint_best.pt", help="checkpoint in --model")
+    qp.add_argument("--alpha-dtype", choices=("float32", "float16"), default=None,
+                    help="storage of the scales (default: the plan's)")
+    qp.add_argument("--dense-dtype", choices=("float32", "float16"), default="float32",
+                    help="storage of biases, LayerNorms and unquantized matrices")
+    qp.set_defaults(func=_cmd_quantize_pack)
     qv = qs.add_parser("sensitivity", help="BLEU when one sublayer kind at a time is quantized to 1/2/3 bits",
                        description="The paper's sensitivity analysis: for each sublayer kind and bit width, "
                                    "quantize only that kind (post-training) and score a held-out split.")

@@ -14,7 +14,8 @@ class OndeviceError(Exception):
 
 
 class BCQFormatError(OndeviceError, ValueError):
-    """A bit-plane (``.bcq``) file or buffer violates docs/bitplane-format.md."""
+    """A bit-plane (``.bcq``) file or buffer violates docs/bitplane-format.md, or a packed model
+    directory violates docs/packed-model.md."""
 
 
 class KernelArgumentError(OndeviceError, ValueError):

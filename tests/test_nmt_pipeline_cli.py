@@ -43,6 +43,17 @@ def test_prepare_train_resume_eval(tmp_path):
     result = json.loads(r.stdout)
     assert result["split"] == "test_bible" and "bleu" in result and result["bleu_signature"].startswith("nrefs:1")
     assert len((tmp_path / "hyp.de").read_text(encoding="utf-8").splitlines()) == result["sentences"]
+    r = ondevice("train", "average", "--run", "run", "--last", "2", "--out", "run/avg16.pt", "--dtype", "float16",
+                 cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    kept = sorted((tmp_path / "run").glob("checkpoint_u*.pt"), key=lambda p: int(p.stem[len("checkpoint_u"):]))
+    assert [Path(p).name for p in json.loads(r.stdout)["averaged"]] == [p.name for p in kept[-2:]]
+    assert kept[-1].name == "checkpoint_u10.pt"
+    r = ondevice("eval", "nmt", "--model", "run", "--data", "data", "--checkpoint", "avg16.pt", "--beam", "1",
+                 "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = ondevice("train", "average", "--run", "run", "--last", "9", "--out", "run/x.pt", cwd=tmp_path)
+    assert r.returncode == 1 and "fewer than the 9" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_cli_errors_are_clear(tmp_path):

@@ -7,13 +7,13 @@ key, because a silently ignored typo in a multi-hour training run is expensive.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..json_config import read_json_object
 
 MODEL_KEYS = {"d_model", "ffn_dim", "heads", "encoder_layers", "decoder_layers", "dropout", "attention_dropout",
               "activation_dropout", "norm", "max_positions", "share_all_embeddings"}
@@ -107,14 +107,7 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None
     Relative data_dir/save_dir are taken relative to the config file's directory.
     """
     p = Path(path)
-    try:
-        d = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file {p} does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p} is not valid JSON: {e}") from None
-    if not isinstance(d, dict):
-        raise ConfigError(f"{p}: the top level must be a JSON object")
+    d = read_json_object(p)
     for key in ("data_dir", "save_dir"):  # paths in the file are relative to the file
         if isinstance(d.get(key), str) and not os.path.isabs(d[key]):
             d[key] = str((p.parent / d[key]).resolve())

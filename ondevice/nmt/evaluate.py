@@ -20,13 +20,31 @@ from .data import read_parallel
 from .tokenizer import PAD, Tokenizer
 
 
-def load_model(model_dir: str | os.PathLike, checkpoint: str = "checkpoint_best.pt"):
-    """Loads (model, tokenizer) from a training directory or a shipped model directory."""
+PACKED = "packed"  # the ``checkpoint`` value that names a packed model directory (docs/packed-model.md)
+
+
+def resolve_checkpoint(model_dir: str | os.PathLike, checkpoint: str | None = None) -> str:
+    """What :func:`load_model` loads: ``checkpoint`` as given, or for None the packed model when
+    ``model_dir`` holds a manifest.json (a directory made by ``save_packed``), else checkpoint_best.pt."""
+    if checkpoint is not None:
+        return checkpoint
+    return PACKED if (Path(model_dir) / "manifest.json").is_file() else "checkpoint_best.pt"
+
+
+def load_model(model_dir: str | os.PathLike, checkpoint: str | None = None):
+    """Loads (model, tokenizer) from a training directory, a shipped model directory or a packed model
+    directory (``checkpoint="packed"``, or None with a manifest.json there; see :func:`resolve_checkpoint`)."""
     import torch
 
     from .model import TransformerConfig, TransformerModel
 
     d = Path(model_dir)
+    checkpoint = resolve_checkpoint(d, checkpoint)
+    if checkpoint == PACKED:
+        from ..quant.packed_model import load_packed
+
+        model, tok, _ = load_packed(d)
+        return model, tok
     path = d / checkpoint
     if not path.exists():
         raise DataError(f"{path} does not exist")
@@ -88,14 +106,17 @@ def score(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, Any
 
 def evaluate(model_dir: str | os.PathLike, data_dir: str | os.PathLike, split: str, src: str, tgt: str,
              beam: int = 4, lenpen: float = 1.0, limit: int | None = None, output: str | os.PathLike | None = None,
-             checkpoint: str = "checkpoint_best.pt", progress: bool = True, max_len_a: float = 1.2,
+             checkpoint: str | None = None, progress: bool = True, max_len_a: float = 1.2,
              max_len_b: int = 10) -> dict[str, Any]:
-    """Scores ``split`` of ``data_dir``; writes translations (one per line) to ``output`` if given."""
+    """Scores ``split`` of ``data_dir``; writes translations (one per line) to ``output`` if given.
+
+    ``checkpoint``: see :func:`resolve_checkpoint` (None: the packed model or checkpoint_best.pt)."""
     sources, refs = read_parallel(data_dir, split, src, tgt)
     if limit is not None:
         if limit < 1:
             raise ConfigError(f"limit must be a positive number of sentences, got {limit}")
         sources, refs = sources[:limit], refs[:limit]
+    checkpoint = resolve_checkpoint(model_dir, checkpoint)
     model, tok = load_model(model_dir, checkpoint)
     hyps = translate(model, tok, sources, beam=beam, lenpen=lenpen, progress=progress, max_len_a=max_len_a,
                      max_len_b=max_len_b)

@@ -389,21 +389,42 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, log=_log
     return summary
 
 
-def average_checkpoints(paths: list[Path], out: Path) -> Path:
-    """Averages the model weights of several checkpoints (fairseq's average_checkpoints)."""
+def average_checkpoints(paths: list[Path], out: Path, dtype: str = "float32") -> Path:
+    """Averages the model weights of several checkpoints (fairseq's average_checkpoints).
+
+    ``dtype="float16"`` stores the averaged floats as float16: half the bytes for a shipped
+    model, and :func:`ondevice.nmt.evaluate.load_model` widens them back to float32."""
     import torch
 
     if not paths:
         raise DataError("no checkpoints to average")
+    if dtype not in ("float32", "float16"):
+        raise ConfigError(f"dtype must be float32 or float16, got {dtype!r}")
+    store = torch.float16 if dtype == "float16" else torch.float32
     avg: dict[str, Any] = {}
     meta = None
     for p in paths:
-        ck = torch.load(p, map_location="cpu", weights_only=False)
+        try:
+            ck = torch.load(p, map_location="cpu", weights_only=False)
+            ck["model"], ck["model_config"]
+        except Exception as e:  # noqa: BLE001 - any unpickling failure means a damaged or foreign file
+            raise DataError(f"{p} is not a readable checkpoint ({e})") from None
         meta = meta or ck["model_config"]
         if ck["model_config"] != meta:
             raise ConfigError(f"{p} has a different model configuration")
         for k, v in ck["model"].items():
             avg[k] = avg.get(k, 0) + v.double() / len(paths) if v.is_floating_point() else v
-    model = {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in avg.items()}
-    atomic_torch_save({"model": model, "model_config": meta, "averaged": [str(p) for p in paths]}, out)
+    model = {k: (v.to(store) if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in avg.items()}
+    atomic_torch_save({"model": model, "model_config": meta, "averaged": [Path(p).name for p in paths],
+                       "dtype": dtype}, out)
     return out
+
+
+def last_checkpoints(run_dir: str | os.PathLike, n: int) -> list[Path]:
+    """The ``n`` per-validation checkpoints (``checkpoint_u<update>.pt``) with the highest update numbers."""
+    if n < 1:
+        raise ConfigError(f"the number of checkpoints to average must be >= 1, got {n}")
+    kept = sorted(Path(run_dir).glob("checkpoint_u*.pt"), key=lambda p: int(p.stem[len("checkpoint_u"):]))
+    if len(kept) < n:
+        raise DataError(f"{run_dir} holds {len(kept)} checkpoint_u*.pt file(s), fewer than the {n} asked for")
+    return kept[-n:]

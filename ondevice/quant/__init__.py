@@ -5,6 +5,10 @@
 * :mod:`.embedding_bits` -- Algorithm 1: embedding bits by word frequency.
 * :mod:`.fake_quant` -- quantization-aware training (straight-through estimator, periodic
   re-quantization, AlphaTuning) and export of the final BCQ matrices (needs torch).
+* :mod:`.qat` -- ``ondevice train qat``: resumable retraining in phases (embedding, decoder,
+  encoder, AlphaTuning), earlier phases frozen; writes an evaluable checkpoint and the BCQ export.
+* :mod:`.packed_model` -- the shippable form: a directory of ``.bcq`` files, raw dense parameters,
+  the tokenizer and a hashed manifest (docs/packed-model.md); save, verified load, honest size.
 
 ``plan`` and ``embedding_bits`` are numpy-only; ``fake_quant`` is imported on first use.
 """
