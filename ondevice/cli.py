@@ -145,6 +145,14 @@ def _cmd_quantize_pack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_quantize_results(args: argparse.Namespace) -> int:
+    from .quant.results import run
+
+    rows = run(args.spec, args.out, log=lambda m: print(m, file=sys.stderr, flush=True), progress=not args.quiet)
+    print((Path(args.out) / "results.md").read_text(encoding="utf-8"))
+    return 0 if rows else 1
+
+
 def _cmd_quantize_sensitivity(args: argparse.Namespace) -> int:
     from .quant.sensitivity import sensitivity, to_markdown
 
@@ -351,6 +359,14 @@ def build_parser() -> argparse.ArgumentParser:
     qp.add_argument("--dense-dtype", choices=("float32", "float16"), default="float32",
                     help="storage of biases, LayerNorms and unquantized matrices")
     qp.set_defaults(func=_cmd_quantize_pack)
+    qr = qs.add_parser("results", help="the BLEU-vs-bits table and plot (fp32, PTQ, QAT, packed models)",
+                       description="Evaluate every experiment of a JSON spec (see ondevice/quant/results.py) on "
+                                   "the same held-out splits and write results.json, results.md (table) and "
+                                   "results.png (plot) to --out. Finished experiments are reused on a rerun.")
+    qr.add_argument("--spec", required=True, help="results spec JSON (e.g. models/nmt-en-de-q/results_spec.json)")
+    qr.add_argument("--out", required=True, help="output directory")
+    qr.add_argument("--quiet", action="store_true", help="no progress line")
+    qr.set_defaults(func=_cmd_quantize_results)
     qv = qs.add_parser("sensitivity", help="BLEU when one sublayer kind at a time is quantized to 1/2/3 bits",
                        description="The paper's sensitivity analysis: for each sublayer kind and bit width, "
                                    "quantize only that kind (post-training) and score a held-out split.")

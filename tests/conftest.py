@@ -39,3 +39,28 @@ def _torch_single_thread():
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def tiny_trained_run(tmp_path_factory):
+    """(run_dir, data_dir): a 2+2-layer d_model 64 model trained 300 updates on the synthetic word-for-word
+    pair of test_nmt_train (a few seconds at 1 thread), shared by the quantization tests.  Tests may add
+    files to run_dir but must not change checkpoint_best.pt."""
+    torch = pytest.importorskip("torch")
+    from test_nmt_train import make_corpus, tiny_config
+
+    from ondevice.nmt.config import config_from_dict
+    from ondevice.nmt.train import train
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        root = tmp_path_factory.mktemp("tiny_trained")
+        make_corpus(root, n_train=1500)
+        cfg = config_from_dict(tiny_config(root, max_updates=300, validate_every=100,
+                                           model={"d_model": 64, "ffn_dim": 128, "heads": 4, "encoder_layers": 2,
+                                                  "decoder_layers": 2, "dropout": 0.0}))
+        train(cfg, progress=False, log=lambda *_: None)
+    finally:
+        torch.set_num_threads(old)
+    return root / "run", root / "data"

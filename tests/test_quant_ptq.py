@@ -9,7 +9,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from test_nmt_train import make_corpus, tiny_config  # noqa: E402
 
 from ondevice.errors import ConfigError  # noqa: E402
 from ondevice.quant.plan import QuantPlan, classify  # noqa: E402
@@ -18,25 +17,12 @@ EVAL = dict(split="test_bible", src="en", tgt="de", beam=1, progress=False)
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A 2+2-layer d_model 64 model trained 300 updates on the synthetic pair (a few seconds)."""
-    from ondevice.nmt.config import config_from_dict
+def trained(tiny_trained_run):
+    """The shared tiny trained model and its fp32 score."""
     from ondevice.nmt.evaluate import evaluate
-    from ondevice.nmt.train import train
 
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        root = tmp_path_factory.mktemp("ptq")
-        make_corpus(root, n_train=1500)
-        cfg = config_from_dict(tiny_config(root, max_updates=300, validate_every=100,
-                                           model={"d_model": 64, "ffn_dim": 128, "heads": 4, "encoder_layers": 2,
-                                                  "decoder_layers": 2, "dropout": 0.0}))
-        train(cfg, progress=False, log=lambda *_: None)
-        run, data = root / "run", root / "data"
-        fp32 = evaluate(run, data, **EVAL)
-    finally:
-        torch.set_num_threads(old)
+    run, data = tiny_trained_run
+    fp32 = evaluate(run, data, **EVAL)
     assert fp32["bleu"] > 50, fp32
     return run, data, fp32
 

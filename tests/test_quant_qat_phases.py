@@ -14,7 +14,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from test_nmt_train import make_corpus, tiny_config  # noqa: E402
 
 from ondevice.errors import ConfigError  # noqa: E402
 from ondevice.quant.plan import QuantPlan  # noqa: E402
@@ -45,23 +44,8 @@ def _config(trained, save_dir, **kw) -> dict:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A 2+2-layer d_model 64 model trained 300 updates on the synthetic pair (as in test_quant_ptq)."""
-    from ondevice.nmt.config import config_from_dict
-    from ondevice.nmt.train import train
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        root = tmp_path_factory.mktemp("qatp")
-        make_corpus(root, n_train=1500)
-        cfg = config_from_dict(tiny_config(root, max_updates=300, validate_every=100,
-                                           model={"d_model": 64, "ffn_dim": 128, "heads": 4, "encoder_layers": 2,
-                                                  "decoder_layers": 2, "dropout": 0.0}))
-        train(cfg, progress=False, log=lambda *_: None)
-    finally:
-        torch.set_num_threads(old)
-    return root / "run", root / "data"
+def trained(tiny_trained_run):
+    return tiny_trained_run
 
 
 @pytest.fixture(scope="module")
