@@ -48,8 +48,8 @@ import numpy as np
 
 from .. import bcq
 from ..atomic import atomic_write_bytes, atomic_write_text
-from ..errors import ConfigError
-from ..json_config import read_json_object, DataError
+from ..errors import ConfigError, DataError
+from ..json_config import read_json_object
 from ..nmt.train import (CHECKPOINT_LAST, _batch_seed, _log_stderr, _StopFlag, atomic_torch_save, batch_loss,
                          evaluate_loss)
 from ..progress import Progress
