@@ -3,6 +3,8 @@
 Public API (kept stable, see ARCHITECTURE in the docs):
     quantize_bcq(w, bits, group_size=None, method=...) -> BCQMatrix
     BCQMatrix.load(path), .matmul(x), .dequantize(), .bits, .nbytes, .save(path)
+    Translator(model=None, threads=0, backend="torch", beam_size=4)
+        .translate(str), .translate_batch(list[str], beam_size=None), .translate_file(src, dst)
 
 Names that need the compiled core (``ondevice._core``) are imported on first
 use, so pure-Python parts (data preparation, training) import without it.
@@ -24,6 +26,7 @@ _LAZY = {
     "set_num_threads": ("bcq_matrix", "set_num_threads"),
     "get_num_threads": ("bcq_matrix", "get_num_threads"),
     "QuantizationError": ("bcq", "QuantizationError"),
+    "Translator": ("translator", "Translator"),
 }
 
 
@@ -39,5 +42,5 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "__version__", "BCQMatrix", "quantize_bcq", "load_bcq", "available_kernels", "set_num_threads",
     "get_num_threads", "OndeviceError", "BCQFormatError", "KernelArgumentError", "QuantizationError",
-    "DataError", "ConfigError",
+    "DataError", "ConfigError", "Translator",
 ]

@@ -83,6 +83,31 @@ def _cmd_train_qat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_translate(args: argparse.Namespace) -> int:
+    from .translator import Translator, decode_lines, read_lines
+
+    tr = Translator(args.model, threads=args.threads, backend=args.backend, beam_size=args.beam)
+    if args.input:
+        if args.text:
+            raise ConfigError("give sentences as arguments or --input FILE, not both")
+        if not args.output:
+            lines = tr.translate_batch(read_lines(args.input))
+            sys.stdout.write("".join(t + "\n" for t in lines))
+            return 0
+        n = tr.translate_file(args.input, args.output, progress=not args.quiet)
+        print(f"translated {n} lines -> {args.output}", file=sys.stderr)
+        return 0
+    lines = args.text if args.text else decode_lines(sys.stdin.buffer.read(), "stdin")
+    out = tr.translate_batch(lines)
+    if args.output:
+        from .atomic import atomic_write_text
+
+        atomic_write_text(args.output, "".join(t + "\n" for t in out))
+    else:
+        sys.stdout.write("".join(t + "\n" for t in out))
+    return 0
+
+
 def _cmd_train_average(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -230,6 +255,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="On-device NMT and spoken-language understanding with extremely low-bit (BCQ) Transformers.")
     p.add_argument("--version", action="version", version=f"ondevice {__version__}")
     sub = p.add_subparsers(dest="verb", metavar="VERB")
+
+    tr = sub.add_parser("translate", help="translate text with the default or a given model",
+                        description="Translate sentences given as arguments, read from stdin (one per line), or "
+                                    "from --input FILE to --output FILE (line counts are kept; empty lines stay "
+                                    "empty). Without --model the shipped default English->German model is used.",
+                        epilog='example: ondevice translate "The house is small."')
+    tr.add_argument("text", nargs="*", help="sentences to translate (default: read stdin)")
+    tr.add_argument("--model", default=None, help="model directory (default: the shipped en-de model)")
+    tr.add_argument("--input", "-i", default=None, help="UTF-8 text file, one sentence per line")
+    tr.add_argument("--output", "-o", default=None, help="write translations here (atomically) instead of stdout")
+    tr.add_argument("--beam", type=int, default=4, help="beam size; 1 = greedy (default 4)")
+    tr.add_argument("--threads", type=int, default=0, help="threads (default 0: all cores)")
+    tr.add_argument("--backend", default="torch", choices=("torch",),
+                    help="decoder implementation (torch: the PyTorch reference)")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar for files")
+    tr.set_defaults(func=_cmd_translate)
 
     d = sub.add_parser("data", help="prepare training and evaluation data")
     ds = d.add_subparsers(dest="what", metavar="WHAT")

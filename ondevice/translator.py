@@ -1,0 +1,163 @@
+"""``ondevice.Translator``: translate text with a shipped or trained model (the public Python API).
+
+A Translator holds one loaded model and decodes batches of sentences.  ``model=None`` is the
+project's default model (the quantized English->German model shipped with the package).  The
+``torch`` backend runs the PyTorch reference decoder on the model's dequantized weights; the
+native C++ runtime and the onnxruntime backend plug in behind the same methods.
+
+Inputs are checked the way a user needs: empty lines translate to empty lines (so line counts
+of files are kept), a sentence longer than the model can position is a clear error naming its
+index, and a file that is not UTF-8 is a DataError naming the line.  One Translator may be
+shared by several threads: decoding is serialized by a lock (the torch backend's decoder is not
+re-entrant), so results are the same as sequential calls.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Sequence
+
+from .errors import ConfigError, DataError
+
+__all__ = ["Translator", "default_model_dir", "BACKENDS", "MAX_INPUT_CHARS"]
+
+BACKENDS = ("torch",)
+DEFAULT_MODEL = "nmt-en-de-bcq"
+MAX_INPUT_CHARS = 20_000  # one input line; longer lines are rejected before tokenization
+
+
+def default_model_dir() -> Path:
+    """Where the default model lives: ``$ONDEVICE_MODEL`` if set, else the copy installed inside the
+    package (``ondevice/models/``), else the source checkout's ``models/`` directory."""
+    env = os.environ.get("ONDEVICE_MODEL")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent
+    for d in (here / "models" / DEFAULT_MODEL, here.parent / "models" / DEFAULT_MODEL):
+        if (d / "manifest.json").is_file() or (d / "card.json").is_file():
+            return d
+    raise DataError(f"the default model {DEFAULT_MODEL!r} is not installed (looked in {here / 'models'} and "
+                    f"{here.parent / 'models'}); pass a model directory or set ONDEVICE_MODEL")
+
+
+class Translator:
+    """Translates sentences with one model.
+
+    ``model``: a packed model directory, a model card directory, a training directory (its
+    ``checkpoint_best.pt``), or None for the default model.  ``threads``: intra-op threads of the
+    backend (0 = all usable cores).  ``beam_size``: default beam (1 = greedy)."""
+
+    def __init__(self, model: str | os.PathLike | None = None, threads: int = 0, backend: str = "torch",
+                 beam_size: int = 4, max_len_a: float = 1.2, max_len_b: int = 10):
+        if backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+            raise ConfigError(f"threads must be an integer >= 0, got {threads!r}")
+        self.beam_size = self._check_beam(beam_size)
+        self.model_dir = Path(model) if model is not None else default_model_dir()
+        if not self.model_dir.is_dir():
+            raise DataError(f"model directory {self.model_dir} does not exist")
+        self.backend = backend
+        self.max_len_a, self.max_len_b = float(max_len_a), int(max_len_b)
+        self._lock = threading.Lock()
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        self._model, self._tok = self._load(self.model_dir)
+        self._max_tokens = int(self._model.config.max_positions)
+
+    @staticmethod
+    def _check_beam(beam_size: int) -> int:
+        if isinstance(beam_size, bool) or not isinstance(beam_size, int) or not 1 <= beam_size <= 64:
+            raise ConfigError(f"beam_size must be an integer in 1..64, got {beam_size!r}")
+        return beam_size
+
+    @staticmethod
+    def _load(d: Path):
+        from .model_card import CARD_FILE, load_card, load_card_model
+        from .nmt.evaluate import load_model
+
+        if (d / "manifest.json").is_file():
+            return load_model(d, "packed")
+        if (d / CARD_FILE).is_file():
+            return load_card_model(d, load_card(d))
+        return load_model(d, None)
+
+    def translate_batch(self, sentences: Sequence[str], beam_size: int | None = None) -> list[str]:
+        """Translations of ``sentences`` in order; empty or whitespace-only inputs give ""."""
+        from .nmt.evaluate import translate
+
+        if isinstance(sentences, str):
+            raise ConfigError("translate_batch expects a list of sentences, not one string")
+        beam = self.beam_size if beam_size is None else self._check_beam(beam_size)
+        texts = []
+        for i, s in enumerate(sentences):
+            if not isinstance(s, str):
+                raise ConfigError(f"sentence {i} is {type(s).__name__}, not str")
+            if len(s) > MAX_INPUT_CHARS:
+                raise DataError(f"sentence {i} has {len(s):,} characters, more than the limit of "
+                                f"{MAX_INPUT_CHARS:,}; split it into sentences")
+            texts.append(" ".join(s.split()))
+        todo = [i for i, t in enumerate(texts) if t]
+        out = [""] * len(texts)
+        if not todo:
+            return out
+        ids = self._tok.encode([texts[i] for i in todo])
+        for i, x in zip(todo, ids):
+            if len(x) > self._max_tokens:
+                raise DataError(f"sentence {i} is {len(x)} tokens long, more than the model's {self._max_tokens}")
+        with self._lock:
+            hyps = translate(self._model, self._tok, [texts[i] for i in todo], beam=beam,
+                             max_len_a=self.max_len_a, max_len_b=self.max_len_b)
+        for i, h in zip(todo, hyps):
+            out[i] = h
+        return out
+
+    def translate(self, sentence: str, beam_size: int | None = None) -> str:
+        """One sentence."""
+        return self.translate_batch([sentence], beam_size)[0]
+
+    def translate_file(self, source: str | os.PathLike, target: str | os.PathLike, beam_size: int | None = None,
+                       batch_lines: int = 64, progress: bool = True) -> int:
+        """Translates a UTF-8 text file line by line into ``target`` (written atomically); returns the
+        number of lines."""
+        from .atomic import atomic_write_text
+        from .progress import Progress
+
+        lines = read_lines(source)
+        bar = Progress("translate", total=len(lines), unit="line", enabled=progress)
+        out: list[str] = []
+        for k in range(0, len(lines), batch_lines):
+            out += self.translate_batch(lines[k:k + batch_lines], beam_size)
+            bar.update(min(batch_lines, len(lines) - k))
+        bar.close()
+        atomic_write_text(target, "".join(t + "\n" for t in out))
+        return len(lines)
+
+
+def read_lines(path: str | os.PathLike) -> list[str]:
+    """Lines of a UTF-8 text file (a BOM is dropped); invalid UTF-8 is a DataError naming the line."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"input file {p} does not exist") from None
+    except IsADirectoryError:
+        raise DataError(f"input {p} is a directory, not a text file") from None
+    return decode_lines(data, str(p))
+
+
+def decode_lines(data: bytes, origin: str = "input") -> list[str]:
+    """``data`` as UTF-8 lines; invalid UTF-8 raises DataError with the line number and byte offset."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise DataError(f"{origin}: line {line} is not valid UTF-8 (byte offset {e.start})") from None
+    return text.splitlines()
+

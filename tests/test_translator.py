@@ -1,0 +1,96 @@
+"""The public translation API (ondevice.Translator) and `ondevice translate`, on the tiny trained model."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from ondevice.errors import ConfigError, DataError  # noqa: E402
+from ondevice.translator import MAX_INPUT_CHARS, Translator  # noqa: E402
+
+SENTENCES = ["the dog sees a cat", "a small red house", "the man and the woman sleep", "the green tree is big"]
+
+
+@pytest.fixture(scope="module")
+def tr(tiny_trained_run):
+    run, _ = tiny_trained_run
+    return Translator(run, threads=1, beam_size=2)
+
+
+def test_translates_and_keeps_empty_lines(tr):
+    out = tr.translate_batch(["the dog sees a cat", "", "   ", "a small red house"])
+    assert len(out) == 4 and out[1] == out[2] == ""
+    assert "hund" in out[0] and "haus" in out[3], out
+    assert tr.translate("the dog sees a cat") == out[0]
+    assert tr.translate_batch([]) == []
+    assert tr.translate_batch(["the dog sees a cat"], beam_size=1)[0]  # greedy works too
+
+
+def test_bad_arguments_are_typed_errors(tr, tiny_trained_run, tmp_path):
+    with pytest.raises(ConfigError, match="not one string"):
+        tr.translate_batch("the dog")
+    with pytest.raises(ConfigError, match="not str"):
+        tr.translate_batch([b"bytes"])
+    with pytest.raises(DataError, match="limit"):
+        tr.translate_batch(["a " * MAX_INPUT_CHARS])
+    with pytest.raises(DataError, match="tokens long"):
+        tr.translate_batch(["the dog " * 800])
+    with pytest.raises(ConfigError, match="beam_size"):
+        tr.translate_batch(["the dog"], beam_size=0)
+    with pytest.raises(ConfigError, match="backend"):
+        Translator(tiny_trained_run[0], backend="tensorflow")
+    with pytest.raises(DataError, match="does not exist"):
+        Translator(tmp_path / "nowhere")
+
+
+def test_file_translation_and_invalid_utf8(tr, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_bytes("\ufeffthe dog sees a cat\n\na small red house\n".encode("utf-8"))
+    n = tr.translate_file(src, tmp_path / "out.txt", progress=False)
+    out = (tmp_path / "out.txt").read_text(encoding="utf-8").split("\n")
+    assert n == 3 and out[1] == "" and out[3] == "" and len(out) == 4
+    src.write_bytes(b"the dog\nthe \xff cat\n")
+    with pytest.raises(DataError, match="line 2 is not valid UTF-8"):
+        tr.translate_file(src, tmp_path / "out2.txt", progress=False)
+    assert not (tmp_path / "out2.txt").exists()
+
+
+def test_one_translator_shared_by_threads_equals_sequential(tr):
+    expected = [tr.translate_batch([s]) for s in SENTENCES]
+    results: dict[int, list[str]] = {}
+
+    def work(k: int) -> None:
+        results[k] = tr.translate_batch([SENTENCES[k % len(SENTENCES)]])
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(results[k] == expected[k % len(SENTENCES)] for k in range(8))
+
+
+def _cli(*args: str, stdin: bytes | None = None, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ondevice", "translate", *args], input=stdin, capture_output=True,
+                          cwd=cwd, timeout=300)
+
+
+def test_cli_arguments_stdin_and_files(tr, tiny_trained_run, tmp_path):
+    run = str(tiny_trained_run[0])
+    r = _cli("--model", run, "--beam", "2", "--threads", "1", "the dog sees a cat", "a small red house")
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout.decode().splitlines() == tr.translate_batch(["the dog sees a cat", "a small red house"])
+    r = _cli("--model", run, "--beam", "2", "--threads", "1", stdin=b"the dog sees a cat\n\n")
+    assert r.returncode == 0 and r.stdout.decode().splitlines() == [tr.translate("the dog sees a cat"), ""]
+    (tmp_path / "in.txt").write_text("a small red house\n")
+    r = _cli("--model", run, "--beam", "2", "-i", str(tmp_path / "in.txt"), "-o", str(tmp_path / "o.txt"), "--quiet")
+    assert r.returncode == 0 and (tmp_path / "o.txt").read_text().splitlines() == [tr.translate("a small red house")]
+    r = _cli("--model", run, stdin=b"\xff\xfe bad\n")
+    assert r.returncode == 1 and b"not valid UTF-8" in r.stderr and b"Traceback" not in r.stderr
+    r = _cli("--model", str(tmp_path / "missing"), "hello")
+    assert r.returncode == 1 and b"does not exist" in r.stderr and b"Traceback" not in r.stderr
