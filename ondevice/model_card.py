@@ -11,7 +11,8 @@ card.json::
 
     {"name": "nmt-en-de", "kind": "nmt-transformer", "src": "en", "tgt": "de",
      "format": "checkpoint",            # or "packed" (a packed bit-plane model directory)
-     "checkpoint": "checkpoint.pt",     # format "checkpoint" only
+     "checkpoint": "checkpoint.pt",     # format "checkpoint": the checkpoint file
+     "packed": "model",                 # format "packed": the packed model's subdirectory
      "files": ["checkpoint.pt", "spm.model"],   # what the size check counts
      "size_bytes": 19930123,
      "results": [...],                  # free-form full test-set results, for people
@@ -36,7 +37,7 @@ __all__ = ["CARD_FILE", "load_card", "load_card_model", "measure", "check", "wri
 
 CARD_FILE = "card.json"
 FORMATS = ("checkpoint", "packed")
-_TOP_KEYS = {"name", "kind", "src", "tgt", "format", "checkpoint", "files", "size_bytes", "results", "regression",
+_TOP_KEYS = {"name", "kind", "src", "tgt", "format", "checkpoint", "packed", "files", "size_bytes", "results", "regression",
              "note"}
 _REG_KEYS = {"beam", "bleu_tolerance", "chrf_tolerance", "sets", "max_len_a", "max_len_b"}
 _SET_KEYS = {"name", "src", "ref", "bleu", "chrf"}
@@ -60,6 +61,8 @@ def load_card(model_dir: str | os.PathLike) -> dict[str, Any]:
     _need(card["format"] in FORMATS, f"{path}: format must be one of {FORMATS}, got {card['format']!r}")
     _need(card["format"] != "checkpoint" or isinstance(card.get("checkpoint"), str),
           f"{path}: format 'checkpoint' needs a 'checkpoint' file name")
+    _need(card["format"] != "packed" or isinstance(card.get("packed"), str),
+          f"{path}: format 'packed' needs a 'packed' subdirectory name")
     _need(isinstance(card["files"], list) and card["files"] and all(isinstance(f, str) for f in card["files"]),
           f"{path}: files must be a non-empty list of file names")
     reg = card["regression"]
@@ -82,7 +85,7 @@ def load_card_model(model_dir: str | os.PathLike, card: dict[str, Any] | None = 
         return load_model(model_dir, card["checkpoint"])
     from .quant.packed_model import load_packed
 
-    model, tok, _ = load_packed(model_dir)
+    model, tok, _ = load_packed(Path(model_dir) / card["packed"])
     return model, tok
 
 

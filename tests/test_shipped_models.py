@@ -82,6 +82,8 @@ def test_card_validation_errors(tmp_path):
         load_card(_write_card(tmp_path, bleu_threshold=3))
     with pytest.raises(ConfigError, match="format"):
         load_card(_write_card(tmp_path, format="onnx"))
+    with pytest.raises(ConfigError, match="'packed' subdirectory"):
+        load_card(_write_card(tmp_path, format="packed"))
     with pytest.raises(ConfigError, match="regression.sets"):
         load_card(_write_card(tmp_path, regression={"sets": []}))
     (tmp_path / "card.json").write_text("{not json")

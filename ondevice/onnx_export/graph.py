@@ -153,6 +153,13 @@ class GraphBuilder(NodeEmitter):
                 self.input(name, helper.np_dtype_to_tensor_dtype(arr.dtype), arr.shape)
         return name
 
+    def store_names(self) -> list[str]:
+        """Names of the weights this graph reads from the weights file."""
+        return list(self._weights)
+
+    def op_types(self) -> set[str]:
+        return {n.op_type for n in self.nodes}
+
     def model(self, opset_imports: Sequence[onnx.OperatorSetIdProto], ir_version: int,
               functions: Sequence[onnx.FunctionProto] = (), doc: str = "") -> onnx.ModelProto:
         initializers = self._inline + [self.store.tensor_proto(n) for n in self._weights]
