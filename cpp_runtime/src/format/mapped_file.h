@@ -1,0 +1,43 @@
+// A read-only memory mapping of a whole file, unmapped when the last owner
+// lets go. Used for ONNX external data: weights of many megabytes are used in
+// place by the kernels, so mapping them (rather than read() into the heap, as
+// the small .bcq reader does) is what keeps them off the heap and lets the OS
+// page them in lazily and drop them under memory pressure.
+//
+// The price of mmap: if another process truncates the file while it is
+// mapped, touching a page past the new end raises SIGBUS instead of an error
+// a reader could report. Files are checked when mapped (regular file, size);
+// replacing a model by writing a new file and renaming it, as the exporter
+// does, leaves existing mappings intact.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace ondevice {
+
+class MappedFile {
+ public:
+  // Maps `path` read-only; throws FormatError if it cannot be opened, is not
+  // a regular file, or cannot be mapped.
+  static std::shared_ptr<const MappedFile> open(const std::string& path);
+
+  ~MappedFile();
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  // Null for an empty file (mmap cannot map zero bytes).
+  const uint8_t* data() const { return data_; }
+  uint64_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  MappedFile() = default;
+  const uint8_t* data_ = nullptr;
+  uint64_t size_ = 0;
+  std::string path_;
+};
+
+}  // namespace ondevice
