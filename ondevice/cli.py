@@ -8,6 +8,12 @@ Verbs present in this version:
   quantize matrix   quantize a .npy matrix to a .bcq bit-plane file
   quantize nmt      post-training quantization of a translation model by a mixed-precision plan
   quantize sensitivity  BLEU per sublayer kind quantized to 1/2/3 bits
+  quantize pack     write a quantized model as a packed bit-plane directory (PTQ or a QAT run)
+  quantize results  the BLEU-vs-bits table and plot
+  train average     average the last checkpoints of a run
+  eval card         check a shipped model against its card (CI regression)
+  export nmt        a translation model as ONNX graphs with bit-plane ops (or fp32)
+  translate         translate text with the default or a given model
   bench kernels     time the BCQ LUT kernels against numpy and onnxruntime
 """
 
@@ -182,6 +188,15 @@ def _cmd_quantize_results(args: argparse.Namespace) -> int:
     return 0 if rows else 1
 
 
+def _cmd_export_nmt(args: argparse.Namespace) -> int:
+    from .onnx_export import export_nmt
+
+    m = export_nmt(args.model, args.out, fp32=args.fp32, checkpoint=args.checkpoint, src=args.src, tgt=args.tgt)
+    print(json.dumps({"out": args.out, "quantized": m["quantized"], "ops": m["ops"],
+                      "files": {f["path"]: f["size"] for f in m["files"]}}, indent=1))
+    return 0
+
+
 def _cmd_quantize_sensitivity(args: argparse.Namespace) -> int:
     from .quant.sensitivity import sensitivity, to_markdown
 
@@ -271,8 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--output", "-o", default=None, help="write translations here (atomically) instead of stdout")
     tr.add_argument("--beam", type=int, default=4, help="beam size; 1 = greedy (default 4)")
     tr.add_argument("--threads", type=int, default=0, help="threads (default 0: all cores)")
-    tr.add_argument("--backend", default="torch", choices=("torch",),
-                    help="decoder implementation (torch: the PyTorch reference)")
+    tr.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"),
+                    help="decoder implementation: torch (the PyTorch reference) or onnxruntime (an ONNX "
+                         "export directory from `ondevice export nmt` as --model)")
     tr.add_argument("--quiet", action="store_true", help="no progress bar for files")
     tr.set_defaults(func=_cmd_translate)
 
@@ -430,6 +446,22 @@ def build_parser() -> argparse.ArgumentParser:
     qv.add_argument("--output", default=None, help="also write the markdown table here")
     qv.set_defaults(func=_cmd_quantize_sensitivity)
 
+    x = sub.add_parser("export", help="export models for other runtimes")
+    xs = x.add_subparsers(dest="what", metavar="WHAT")
+    xn = xs.add_parser("nmt", help="a translation model as ONNX: encoder + decoder step with KV cache",
+                       description="Writes encoder.onnx, decoder_step.onnx, weights.bin (ONNX external data), "
+                                   "spm.model and manifest.json (export/README.md). A packed model directory "
+                                   "exports with the ondevice bit-plane ops, which stock onnxruntime runs "
+                                   "through their function bodies; --fp32 writes plain MatMul instead.")
+    xn.add_argument("--model", required=True, help="packed model directory (with --fp32 also a training directory)")
+    xn.add_argument("--out", required=True, help="output directory (replaced atomically; only an earlier export)")
+    xn.add_argument("--fp32", action="store_true", help="dense float32 MatMul instead of the bit-plane ops")
+    xn.add_argument("--checkpoint", default=None,
+                    help="with --fp32 and a training directory: the checkpoint (default checkpoint_best.pt)")
+    xn.add_argument("--src", default=None, help="source language code (default: recorded by the model)")
+    xn.add_argument("--tgt", default=None, help="target language code (default: recorded by the model)")
+    xn.set_defaults(func=_cmd_export_nmt)
+
     b = sub.add_parser("bench", help="benchmarks with peers measured in the same run")
     bs = b.add_subparsers(dest="what", metavar="WHAT")
     bk = bs.add_parser("kernels", help="BCQ LUT GEMV/GEMM vs numpy fp32 and onnxruntime MatMul/MatMulNBits",
@@ -455,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     if func is None:
         # A verb without its object (e.g. `ondevice bench`) prints that verb's help.
         sub = {"quantize": "quantize", "bench": "bench", "data": "data", "train": "train",
-               "eval": "eval"}.get(args.verb or "")
+               "eval": "eval", "export": "export"}.get(args.verb or "")
         parser.print_help() if sub is None else parser.parse_args([args.verb, "--help"])
         return 2
     try:

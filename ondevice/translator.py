@@ -3,7 +3,8 @@
 A Translator holds one loaded model and decodes batches of sentences.  ``model=None`` is the
 project's default model (the quantized English->German model shipped with the package).  The
 ``torch`` backend runs the PyTorch reference decoder on the model's dequantized weights; the
-native C++ runtime and the onnxruntime backend plug in behind the same methods.
+``onnxruntime`` backend decodes with the exported ONNX graphs (``ondevice export nmt``; the model
+directory must be such an export); the native C++ runtime plugs in behind the same methods.
 
 Inputs are checked the way a user needs: empty lines translate to empty lines (so line counts
 of files are kept), a sentence longer than the model can position is a clear error naming its
@@ -23,7 +24,7 @@ from .errors import ConfigError, DataError
 
 __all__ = ["Translator", "default_model_dir", "BACKENDS", "MAX_INPUT_CHARS"]
 
-BACKENDS = ("torch",)
+BACKENDS = ("torch", "onnxruntime")
 DEFAULT_MODEL = "nmt-en-de-bcq"
 MAX_INPUT_CHARS = 20_000  # one input line; longer lines are rejected before tokenization
 
@@ -46,7 +47,8 @@ class Translator:
     """Translates sentences with one model.
 
     ``model``: a packed model directory, a model card directory, a training directory (its
-    ``checkpoint_best.pt``), or None for the default model.  ``threads``: intra-op threads of the
+    ``checkpoint_best.pt``), an ONNX export directory (backend "onnxruntime"), or None for the
+    default model.  ``threads``: intra-op threads of the
     backend (0 = all usable cores).  ``beam_size``: default beam (1 = greedy)."""
 
     def __init__(self, model: str | os.PathLike | None = None, threads: int = 0, backend: str = "torch",
@@ -62,6 +64,15 @@ class Translator:
         self.backend = backend
         self.max_len_a, self.max_len_b = float(max_len_a), int(max_len_b)
         self._lock = threading.Lock()
+        self._onnx = None
+        if backend == "onnxruntime":
+            from .onnx_export import OnnxTranslator
+
+            self._onnx = OnnxTranslator(self.model_dir, threads=threads, beam_size=beam_size, max_len_a=max_len_a,
+                                        max_len_b=max_len_b)
+            self._tok = self._onnx.tokenizer
+            self._max_tokens = int(self._onnx.special.max_positions)
+            return
         import torch
 
         if threads:
@@ -110,8 +121,11 @@ class Translator:
             if len(x) > self._max_tokens:
                 raise DataError(f"sentence {i} is {len(x)} tokens long, more than the model's {self._max_tokens}")
         with self._lock:
-            hyps = translate(self._model, self._tok, [texts[i] for i in todo], beam=beam,
-                             max_len_a=self.max_len_a, max_len_b=self.max_len_b)
+            if self._onnx is not None:
+                hyps = self._onnx.translate_batch([texts[i] for i in todo], beam)
+            else:
+                hyps = translate(self._model, self._tok, [texts[i] for i in todo], beam=beam,
+                                 max_len_a=self.max_len_a, max_len_b=self.max_len_b)
         for i, h in zip(todo, hyps):
             out[i] = h
         return out

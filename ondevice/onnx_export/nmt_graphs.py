@@ -20,15 +20,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
 from onnx import TensorProto
 
 from ..bitplane import PackedPlanes, num_groups
-from ..nmt.model import TransformerConfig
 from .graph import GraphBuilder, WeightStore
 from .ops import DOMAIN, GATHER, MATMUL
+
+if TYPE_CHECKING:
+    from ..nmt.model import TransformerConfig
 
 __all__ = ["Weights", "build_encoder", "build_decoder_step", "cache_names"]
 
@@ -62,7 +64,7 @@ def cache_names(layers: int) -> dict[str, list[str]]:
 class _Builder:
     """Emits the model's building blocks into one graph."""
 
-    def __init__(self, g: GraphBuilder, cfg: TransformerConfig, w: Weights, used_ops: set[str]):
+    def __init__(self, g: GraphBuilder, cfg: "TransformerConfig", w: Weights, used_ops: set[str]):
         self.g, self.cfg, self.w, self.used_ops = g, cfg, w, used_ops
         self.head_dim = cfg.d_model // cfg.heads
 
@@ -143,7 +145,7 @@ class _Builder:
         out = g.op("Reshape", g.op("Transpose", out, perm=[0, 2, 1, 3]), g.const([0, 0, self.cfg.d_model], np.int64))
         return self.linear(out, f"{prefix}.out_proj")
 
-    def sublayer(self, x: str, prefix: str, ln: str, out_ln: str, body) -> str:
+    def sublayer(self, x: str, prefix: str, ln: str, out_ln: str, body: Callable[[str], str]) -> str:
         """``x + F(x)`` with the configured norm placement (post: LN after, pre: before, peri: both sides)."""
         norm = self.cfg.norm
         y = self.layer_norm(x, f"{prefix}.{ln}") if norm != "post" else x
@@ -157,7 +159,7 @@ class _Builder:
         return self.linear(self.g.op("Relu", self.linear(x, f"{prefix}.fc1")), f"{prefix}.fc2")
 
 
-def build_encoder(cfg: TransformerConfig, w: Weights, store: WeightStore, used_ops: set[str]) -> GraphBuilder:
+def build_encoder(cfg: "TransformerConfig", w: Weights, store: WeightStore, used_ops: set[str]) -> GraphBuilder:
     g = GraphBuilder("encoder", store)
     b = _Builder(g, cfg, w, used_ops)
     src = g.input("src_tokens", TensorProto.INT64, ["batch", "src_len"])
@@ -187,7 +189,7 @@ def build_encoder(cfg: TransformerConfig, w: Weights, store: WeightStore, used_o
     return g
 
 
-def build_decoder_step(cfg: TransformerConfig, w: Weights, store: WeightStore, used_ops: set[str]) -> GraphBuilder:
+def build_decoder_step(cfg: "TransformerConfig", w: Weights, store: WeightStore, used_ops: set[str]) -> GraphBuilder:
     g = GraphBuilder("decoder_step", store)
     b = _Builder(g, cfg, w, used_ops)
     names = cache_names(cfg.decoder_layers)
