@@ -149,6 +149,10 @@ def test_training_learns_and_evaluation_scores(tmp_path):
     kept = sorted(run.glob("checkpoint_u*.pt"), key=lambda p: int(p.stem[len("checkpoint_u"):]))
     assert 1 <= len(kept) <= 5
     avg = average_checkpoints(kept[-2:], run / "checkpoint_avg.pt")
+    src, out = (torch.load(p, weights_only=False)["model"] for p in (kept[-1], avg))
+    ptr = lambda sd, k: sd[k].untyped_storage().data_ptr()  # noqa: E731
+    tied = [(a, b) for a in src for b in src if a < b and ptr(src, a) == ptr(src, b)]
+    assert tied and all(ptr(out, a) == ptr(out, b) for a, b in tied)  # tied weights are stored once
     assert evaluate(run, tmp_path / "data", "test_bible", "en", "de", beam=2, checkpoint=avg.name,
                     progress=False)["bleu"] > 50
 

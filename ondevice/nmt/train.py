@@ -415,6 +415,15 @@ def average_checkpoints(paths: list[Path], out: Path, dtype: str = "float32") ->
         for k, v in ck["model"].items():
             avg[k] = avg.get(k, 0) + v.double() / len(paths) if v.is_floating_point() else v
     model = {k: (v.to(store) if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in avg.items()}
+    # Tied weights (shared embeddings / output projection) share storage in the checkpoints; keep them
+    # one tensor so the file stores them once.
+    first = torch.load(paths[0], map_location="cpu", weights_only=False)["model"]
+    owner: dict[int, str] = {}
+    for k, v in first.items():
+        if torch.is_tensor(v) and v.numel():
+            canonical = owner.setdefault(v.untyped_storage().data_ptr(), k)
+            if canonical != k and v.shape == first[canonical].shape:
+                model[k] = model[canonical]
     atomic_torch_save({"model": model, "model_config": meta, "averaged": [Path(p).name for p in paths],
                        "dtype": dtype}, out)
     return out
