@@ -319,9 +319,20 @@ def test_uniform_plans(bits):
 
 def test_shipped_plans_load():
     names = sorted(p.stem for p in PLANS_DIR.glob("*.json"))
-    assert names == ["paper_2.6bit", "uniform_2bit", "uniform_3bit", "uniform_4bit"]
+    assert names == ["ours_2.3bit", "ours_2.6bit", "paper_2.6bit", "sens_2.3bit", "sens_2.6bit", "uniform_2bit",
+                     "uniform_3bit", "uniform_4bit"]
     for n in names:
         assert builtin_plan(n).name == n
+
+
+@pytest.mark.parametrize("name", ["ours_2.3bit", "ours_2.6bit", "sens_2.3bit", "sens_2.6bit"])
+def test_own_plans_stay_within_their_budget_on_the_en_de_model(name):
+    """The project's mixes are named by the average bits they must not exceed on the shipped
+    d256 6+3 en-de model (vocab 8000), the model they were chosen for."""
+    cfg = TransformerConfig(vocab_size=8000, d_model=256, ffn_dim=1024, heads=4, encoder_layers=6,
+                            decoder_layers=3)
+    budget = float(name.split("_")[1].removesuffix("bit"))
+    assert budget - 0.05 < average_bits(builtin_plan(name), cfg) <= budget
 
 
 def test_size_report_matches_hand_computation():
