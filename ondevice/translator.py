@@ -68,7 +68,10 @@ class Translator:
         if backend == "onnxruntime":
             from .onnx_export import OnnxTranslator
 
-            self._onnx = OnnxTranslator(self.model_dir, threads=threads, beam_size=beam_size, max_len_a=max_len_a,
+            # A model card directory keeps its ONNX export in onnx/ (models/*/README.md).
+            onnx_dir = self.model_dir / "onnx" if (self.model_dir / "onnx" / "manifest.json").is_file() \
+                else self.model_dir
+            self._onnx = OnnxTranslator(onnx_dir, threads=threads, beam_size=beam_size, max_len_a=max_len_a,
                                         max_len_b=max_len_b)
             self._tok = self._onnx.tokenizer
             self._max_tokens = int(self._onnx.special.max_positions)

@@ -97,3 +97,21 @@ def test_card_without_measurements_asks_for_write(tmp_path):
     d = _write_card(tmp_path)
     with pytest.raises(ConfigError, match="eval card"):
         check(d, {"size_bytes": 1, "sets": {"s": {"bleu": 1.0, "chrf": 1.0}}})
+
+
+@pytest.mark.parametrize("d", [p for p in CARDS if (p / "onnx" / "manifest.json").is_file()],
+                         ids=lambda p: p.name)
+def test_committed_onnx_export_is_current(d, tmp_path):
+    """A card's onnx/ directory is exactly what `ondevice export nmt` writes for its packed model today,
+    and stock onnxruntime translates with it as the PyTorch reference does."""
+    pytest.importorskip("onnxruntime")
+    from ondevice.onnx_export import export_nmt, read_manifest
+    from ondevice.translator import Translator
+
+    card = load_card(d)
+    export_nmt(d / card["packed"], tmp_path / "onnx")
+    for f in read_manifest(d / "onnx")["files"]:
+        assert (tmp_path / "onnx" / f["path"]).read_bytes() == (d / "onnx" / f["path"]).read_bytes(), f["path"]
+    src = (d / card["regression"]["sets"][0]["src"]).read_text(encoding="utf-8").splitlines()[:5]
+    by_ort = Translator(d, threads=1, backend="onnxruntime", beam_size=1).translate_batch(src)
+    assert by_ort == Translator(d, threads=1, beam_size=1).translate_batch(src)
