@@ -19,6 +19,20 @@ def _umask() -> int:
     return mask
 
 
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Flushes a directory's entries (renames, new files) to disk; best effort where unsupported."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
@@ -33,14 +47,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    try:  # make the rename itself durable
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    fsync_dir(directory)  # make the rename itself durable
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

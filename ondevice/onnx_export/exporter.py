@@ -17,16 +17,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
-from ..atomic import _umask
 from ..errors import ConfigError, DataError
+from ..staged_dir import StagedWriter, replacing_dir
 from . import manifest as mf
 from . import ops
 from .graph import WeightStore
@@ -86,45 +83,6 @@ def _weights(model, packed: dict[str, Any]) -> Weights:
     return Weights(canonical, dense, packed)
 
 
-@contextmanager
-def _replacing_dir(out_dir: Path) -> Iterator[Path]:
-    """An empty staging directory beside ``out_dir`` that replaces it on success (two renames).
-
-    An existing ``out_dir`` is replaced only when empty or an ONNX export, so a mistyped path never
-    deletes, say, a training run; on any error the staging directory goes and ``out_dir`` is untouched."""
-    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
-        raise ConfigError(f"{out_dir} exists and is not a directory")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not mf.is_onnx_export_dir(out_dir):
-        raise ConfigError(f"refusing to replace {out_dir}: it is not empty and not an exported ONNX model")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
-        os.chmod(tmp, 0o777 & ~_umask())
-        yield tmp
-        if out_dir.exists():
-            old = tmp.with_name(tmp.name[: -len(".tmp")] + ".old")
-            os.rename(out_dir, old)
-            try:
-                os.rename(tmp, out_dir)
-            except BaseException:
-                os.rename(old, out_dir)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _put(root: Path, rel: str, data: bytes, files: list[dict[str, Any]]) -> None:
-    with open(root / rel, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    files.append(mf.file_entry(rel, data))
-
-
 def export_nmt(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, fp32: bool = False,
                checkpoint: str | None = None, src: str | None = None, tgt: str | None = None) -> dict[str, Any]:
     """Exports the translation model in ``model_dir`` to the ONNX model directory ``out_dir``; returns the manifest.
@@ -154,17 +112,17 @@ def export_nmt(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, fp32
                           f"nmt-transformer?): {', '.join(unused)}")
     functions = ops.functions(used_ops)
     out = Path(os.path.abspath(out_dir))
-    with _replacing_dir(out) as tmp:
-        files: list[dict[str, Any]] = []
+    with replacing_dir(out, mf.is_onnx_export_dir, "an exported ONNX model") as tmp:
+        w = StagedWriter(tmp)
         io: dict[str, Any] = {}
         for kind, (file, g) in graphs.items():
             proto = g.model(ops.opset_imports(), ops.IR_VERSION, [f for f in functions if f.name in g.op_types()],
                             doc=f"ondevice {cfg.norm}-LN Transformer {src}->{tgt}: {kind} (export/README.md)")
-            _put(tmp, file, proto.SerializeToString(deterministic=True), files)
+            w.put(file, proto.SerializeToString(deterministic=True))
             io[kind] = {"file": file, "inputs": [v.name for v in g.inputs if v.name not in stored],
                         "outputs": [v.name for v in g.outputs]}
-        _put(tmp, mf.WEIGHTS_FILE, store.to_bytes(), files)
-        _put(tmp, mf.TOKENIZER_FILE, Path(tok_path).read_bytes(), files)
+        w.put(mf.WEIGHTS_FILE, store.to_bytes())
+        w.put(mf.TOKENIZER_FILE, Path(tok_path).read_bytes())
         for kind in graphs:  # the full checker, with the weights file in place
             onnx.checker.check_model(str(tmp / io[kind]["file"]), full_check=True)
         manifest = {
@@ -176,7 +134,7 @@ def export_nmt(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, fp32
             "graphs": io, "kv_cache": {"layers": cfg.decoder_layers, "heads": cfg.heads,
                                        "head_dim": cfg.d_model // cfg.heads, **cache_names(cfg.decoder_layers)},
             "tokenizer": mf.TOKENIZER_FILE, "weights": mf.WEIGHTS_FILE,
-            "files": sorted(files, key=lambda f: f["path"]),
+            "files": sorted(w.files, key=lambda f: f["path"]),
         }
-        _put(tmp, mf.MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode("utf-8"), [])
+        w.put(mf.MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode("utf-8"), record=False)
     return manifest

@@ -13,6 +13,7 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from ..staged_dir import file_problem
 from .errors import OnnxModelError
 from .ops import DOMAIN, DOMAIN_VERSION, IR_VERSION, ONNX_OPSET
 
@@ -136,14 +137,6 @@ def read_manifest(model_dir: str | Path, verify_files: bool = True) -> dict[str,
 
 
 def _verify(path: Path, entry: dict[str, Any]) -> None:
-    if not path.is_file():
-        raise _bad(path, "missing (listed in manifest.json)")
-    size = path.stat().st_size
-    if size != entry["size"]:
-        raise _bad(path, f"is {size} bytes, manifest.json says {entry['size']} (truncated or replaced?)")
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    if h.hexdigest() != entry["sha256"]:
-        raise _bad(path, "sha256 does not match manifest.json (the file is corrupt or was modified)")
+    problem = file_problem(path, entry["size"], entry["sha256"])
+    if problem:
+        raise _bad(path, problem)

@@ -24,22 +24,18 @@ sum of its files, so the size reported for a model is what a device stores.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import re
-import shutil
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
 from .. import bcq, bitplane
-from ..atomic import _umask
 from ..errors import BCQFormatError, ConfigError, DataError
+from ..staged_dir import StagedWriter, file_problem, replacing_dir
 from .plan import QuantPlan
 
 if TYPE_CHECKING:
@@ -136,19 +132,6 @@ def _canonical_results(results: Mapping[str, bcq.BCQResult], params: dict[str, _
     return {name: by_name[name] for name in params if name in by_name}
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def is_packed_dir(path: str | os.PathLike) -> bool:
     """Whether ``path`` holds a manifest.json naming this format (contents not verified)."""
     m = Path(path) / MANIFEST
@@ -156,61 +139,6 @@ def is_packed_dir(path: str | os.PathLike) -> bool:
         return json.loads(m.read_text(encoding="utf-8")).get("format") == FORMAT
     except (OSError, ValueError, AttributeError):
         return False
-
-
-@contextmanager
-def _replacing_dir(out_dir: Path) -> Iterator[Path]:
-    """Yields an empty staging directory beside ``out_dir``; on success it replaces ``out_dir``.
-
-    Readers see the old directory or the new one, never a mix: the staging directory is complete
-    and fsynced before two renames swap it in.  An existing ``out_dir`` is replaced only when it is
-    empty or a packed model, so a mistyped path never deletes, say, a training run.  On any error
-    the staging directory is removed and ``out_dir`` is untouched.
-    """
-    parent = out_dir.parent
-    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
-        raise ConfigError(f"{out_dir} exists and is not a directory")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not is_packed_dir(out_dir):
-        raise ConfigError(f"refusing to replace {out_dir}: it is not empty and not a packed model directory")
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=parent))
-    try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give what mkdir would
-        yield tmp
-        for sub in [p for p in tmp.rglob("*") if p.is_dir()] + [tmp]:
-            _fsync_dir(sub)
-        if out_dir.exists():
-            old = tmp.with_name(tmp.name[: -len(".tmp")] + ".old")
-            os.rename(out_dir, old)
-            try:
-                os.rename(tmp, out_dir)
-            except BaseException:
-                os.rename(old, out_dir)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out_dir)
-        _fsync_dir(parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-class _Writer:
-    """Writes files into the staging directory and records each one's size and sha256."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.files: list[dict[str, Any]] = []
-
-    def put(self, rel: str, data: bytes) -> None:
-        path = self.root.joinpath(*PurePosixPath(rel).parts)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        self.files.append({"path": rel, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
 
 
 def save_packed(model: "TransformerModel", tokenizer_model_path: str | os.PathLike, out_dir: str | os.PathLike, *,
@@ -267,8 +195,8 @@ def save_packed(model: "TransformerModel", tokenizer_model_path: str | os.PathLi
         raise ConfigError("nothing to pack: no BCQ results")
 
     out = Path(os.path.abspath(out_dir))  # normalized, so the staging directory's name derives from a real name
-    with _replacing_dir(out) as tmp:
-        w = _Writer(tmp)
+    with replacing_dir(out, is_packed_dir, "a packed model directory") as tmp:
+        w = StagedWriter(tmp)
         matrices = []
         for name, r in results.items():
             p = bitplane.pack(r.signs, r.alpha, r.row_bits, r.group_size, r.offset)
@@ -311,9 +239,7 @@ def save_packed(model: "TransformerModel", tokenizer_model_path: str | os.PathLi
             "dense": {"file": DENSE_FILE, "tensors": dense},
             "files": sorted(w.files, key=lambda f: f["path"]),
         }
-        (tmp / MANIFEST).write_bytes((json.dumps(manifest, indent=1) + "\n").encode("utf-8"))
-        with open(tmp / MANIFEST, "rb") as f:
-            os.fsync(f.fileno())
+        w.put(MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode("utf-8"), record=False)
     return manifest
 
 
@@ -420,17 +346,9 @@ def _verify_files(root: Path, manifest: dict[str, Any]) -> None:
     """Every listed file exists with the listed size and sha256 (BCQFormatError naming the file)."""
     for f in manifest["files"]:
         path = _member(root, f["path"], str(root / MANIFEST))
-        if not path.is_file():
-            raise _bad(path, "missing (listed in manifest.json)")
-        size = path.stat().st_size
-        if size != f["size"]:
-            raise _bad(path, f"is {size} bytes, manifest.json says {f['size']} (truncated or replaced?)")
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        if h.hexdigest() != f["sha256"]:
-            raise _bad(path, "sha256 does not match manifest.json (the file is corrupt or was modified)")
+        problem = file_problem(path, f["size"], f["sha256"])
+        if problem:
+            raise _bad(path, problem)
 
 
 def _dequantize(p: bitplane.PackedPlanes):
