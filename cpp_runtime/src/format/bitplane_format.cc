@@ -1,18 +1,14 @@
 // Reader and layout arithmetic of the bit-plane format (docs/bitplane-format.md).
 #include "ondevice/bitplane_format.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <array>
-#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <new>
 
+#include "format/mapped_file.h"
 #include "ondevice/error.h"
 
 namespace ondevice {
@@ -312,32 +308,7 @@ BitplaneMatrix parse_bitplane_file(const uint8_t* data, size_t size, std::shared
 }
 
 BitplaneMatrix load_bitplane_file(const std::string& path, bool* alpha_f16) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw FormatError("cannot open " + path + ": " + std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw FormatError(path + " is not a regular file");
-  }
-  auto buffer = std::make_shared<std::vector<uint8_t>>();
-  try {
-    buffer->resize(size_t(st.st_size));
-  } catch (const std::bad_alloc&) {
-    ::close(fd);
-    throw FormatError(path + ": file of " + str(uint64_t(st.st_size)) + " bytes does not fit in memory");
-  }
-  size_t done = 0;
-  while (done < buffer->size()) {
-    const ssize_t n = ::read(fd, buffer->data() + done, buffer->size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const std::string why = n < 0 ? std::strerror(errno) : "file shrank while reading";
-      ::close(fd);
-      throw FormatError("cannot read " + path + ": " + why);
-    }
-    done += size_t(n);
-  }
-  ::close(fd);
+  const auto buffer = read_whole_file(path);
   try {
     return parse_bitplane_file(buffer->data(), buffer->size(), buffer, alpha_f16);
   } catch (const FormatError& e) {

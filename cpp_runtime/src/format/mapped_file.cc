@@ -9,12 +9,17 @@
 #include <cerrno>
 #include <cstring>
 #include <limits>
+#include <new>
 
 #include "ondevice/error.h"
 
 namespace ondevice {
 
-std::shared_ptr<const MappedFile> MappedFile::open(const std::string& path) {
+namespace {
+
+// Opens `path` read-only and checks it is a regular file; returns the
+// descriptor (the caller closes it) and its size.
+int open_regular_file(const std::string& path, uint64_t* size) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw FormatError("cannot open " + path + ": " + std::strerror(errno));
   struct stat st {};
@@ -22,9 +27,50 @@ std::shared_ptr<const MappedFile> MappedFile::open(const std::string& path) {
     ::close(fd);
     throw FormatError(path + " is not a regular file");
   }
+  *size = uint64_t(st.st_size);
+  return fd;
+}
+
+}  // namespace
+
+std::shared_ptr<std::vector<uint8_t>> read_whole_file(const std::string& path, uint64_t max_bytes,
+                                                      const char* limit_name) {
+  uint64_t size = 0;
+  const int fd = open_regular_file(path, &size);
+  if (size > max_bytes) {
+    ::close(fd);
+    throw FormatError(path + ": " + std::to_string(size) + " bytes exceeds the " + limit_name + " of " +
+                      std::to_string(max_bytes));
+  }
+  auto buffer = std::make_shared<std::vector<uint8_t>>();
+  try {
+    if (size > uint64_t(std::numeric_limits<size_t>::max())) throw std::bad_alloc();
+    buffer->resize(size_t(size));
+  } catch (const std::bad_alloc&) {
+    ::close(fd);
+    throw FormatError(path + ": file of " + std::to_string(size) + " bytes does not fit in memory");
+  }
+  size_t done = 0;
+  while (done < buffer->size()) {
+    const ssize_t n = ::read(fd, buffer->data() + done, buffer->size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const std::string why = n < 0 ? std::strerror(errno) : "file shrank while reading";
+      ::close(fd);
+      throw FormatError("cannot read " + path + ": " + why);
+    }
+    done += size_t(n);
+  }
+  ::close(fd);
+  return buffer;
+}
+
+std::shared_ptr<const MappedFile> MappedFile::open(const std::string& path) {
+  uint64_t size = 0;
+  const int fd = open_regular_file(path, &size);
   std::shared_ptr<MappedFile> m(new MappedFile());
   m->path_ = path;
-  m->size_ = uint64_t(st.st_size);
+  m->size_ = size;
   if (m->size_ > uint64_t(std::numeric_limits<size_t>::max())) {
     ::close(fd);
     throw FormatError(path + ": file of " + std::to_string(m->size_) + " bytes exceeds the address space");

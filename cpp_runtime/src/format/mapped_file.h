@@ -1,3 +1,7 @@
+// Whole-file access for the format readers: a read-only memory mapping
+// (MappedFile) for large weights, or a heap copy (read_whole_file) for small
+// files.
+//
 // A read-only memory mapping of a whole file, unmapped when the last owner
 // lets go. Used for ONNX external data: weights of many megabytes are used in
 // place by the kernels, so mapping them (rather than read() into the heap, as
@@ -15,6 +19,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace ondevice {
 
@@ -39,5 +44,13 @@ class MappedFile {
   uint64_t size_ = 0;
   std::string path_;
 };
+
+// Reads all of the regular file `path` into a heap buffer. For small files
+// (a .bcq matrix, an .onnx graph with external weights): a file truncated
+// while being read gives an error, never SIGBUS. Throws FormatError if it
+// cannot be opened or read, is not a regular file, does not fit in memory, or
+// is larger than `max_bytes` (`limit_name` names that limit in the message).
+std::shared_ptr<std::vector<uint8_t>> read_whole_file(const std::string& path, uint64_t max_bytes = UINT64_MAX,
+                                                      const char* limit_name = "limit");
 
 }  // namespace ondevice

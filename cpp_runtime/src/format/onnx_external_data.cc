@@ -1,11 +1,7 @@
 // Loading an .onnx file and mapping its external data (ONNX
 // docs/ExternalData.md): location checks, one mapping per weights file,
 // bounds checks of every tensor's slice.
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
-#include <cerrno>
 #include <cstring>
 #include <map>
 #include <new>
@@ -98,37 +94,7 @@ Model load_onnx_model(const std::string& path, const ParseLimits& limits) {
   // The .onnx itself is read, not mapped: with the weights external it is
   // small (graph and a few constants), and a file truncated while being read
   // then gives an error rather than SIGBUS.
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw FormatError("cannot open " + path + ": " + std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw FormatError(path + " is not a regular file");
-  }
-  if (uint64_t(st.st_size) > limits.max_model_bytes) {
-    ::close(fd);
-    throw FormatError(path + ": " + str(uint64_t(st.st_size)) + " bytes exceeds the ONNX model limit of " +
-                      str(limits.max_model_bytes));
-  }
-  auto buffer = std::make_shared<std::vector<uint8_t>>();
-  try {
-    buffer->resize(size_t(st.st_size));
-  } catch (const std::bad_alloc&) {
-    ::close(fd);
-    throw FormatError(path + ": file of " + str(uint64_t(st.st_size)) + " bytes does not fit in memory");
-  }
-  size_t done = 0;
-  while (done < buffer->size()) {
-    const ssize_t n = ::read(fd, buffer->data() + done, buffer->size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const std::string why = n < 0 ? std::strerror(errno) : "file shrank while reading";
-      ::close(fd);
-      throw FormatError("cannot read " + path + ": " + why);
-    }
-    done += size_t(n);
-  }
-  ::close(fd);
+  const auto buffer = read_whole_file(path, limits.max_model_bytes, "ONNX model limit");
   const size_t slash = path.rfind('/');
   const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
   try {
