@@ -3,7 +3,7 @@
 Public API (kept stable, see ARCHITECTURE in the docs):
     quantize_bcq(w, bits, group_size=None, method=...) -> BCQMatrix
     BCQMatrix.load(path), .matmul(x), .dequantize(), .bits, .nbytes, .save(path)
-    Translator(model=None, threads=0, backend="torch", beam_size=4)
+    Translator(model=None, threads=0, backend="native", beam_size=4)
         .translate(str), .translate_batch(list[str], beam_size=None), .translate_file(src, dst)
 
 Names that need the compiled core (``ondevice._core``) are imported on first

@@ -15,6 +15,7 @@ Verbs present in this version:
   export nmt        a translation model as ONNX graphs with bit-plane ops (or fp32)
   translate         translate text with the default or a given model
   bench kernels     time the BCQ LUT kernels against numpy and onnxruntime
+  bench translate   translation speed, memory and BLEU: ondevice vs CTranslate2, onnxruntime, PyTorch
 """
 
 from __future__ import annotations
@@ -251,6 +252,22 @@ def _cmd_bench_kernels(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_translate(args: argparse.Namespace) -> int:
+    from .bench import translate as bt
+
+    opts = bt.BenchOptions(
+        engines=args.engines, threads=args.threads, batches=args.batch, beams=args.beam, runs=args.runs,
+        limit=args.limit, max_seconds=args.max_seconds, load_timeout=args.load_timeout, src=args.src,
+        ref=args.ref, quant_model=args.quant_model, fp32_model=args.fp32_model, spm=args.spm,
+        work_dir=args.work_dir, ct2_method=args.ct2_method)
+    report = bt.run_benchmark(opts, out_dir=args.out, name=args.name,
+                              log=lambda m: print(m, file=sys.stderr, flush=True))
+    if args.out:
+        print(f"wrote {Path(args.out) / (args.name + '.json')} and .md", file=sys.stderr)
+    print(bt.to_markdown(report))
+    return 0 if any(r["status"] == "ok" for r in report["results"]) else 1
+
+
 _QAT_EPILOG = """example config (paths relative to the file; "phases" may be left out for this default):
   {"model_dir": "../runs/nmt-en-de", "checkpoint": "checkpoint_avg.pt",
    "data_dir": "../data/en-de", "src": "en", "tgt": "de", "save_dir": "../runs/qat-2.6bit",
@@ -286,9 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--output", "-o", default=None, help="write translations here (atomically) instead of stdout")
     tr.add_argument("--beam", type=int, default=4, help="beam size; 1 = greedy (default 4)")
     tr.add_argument("--threads", type=int, default=0, help="threads (default 0: all cores)")
-    tr.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"),
-                    help="decoder implementation: torch (the PyTorch reference) or onnxruntime (an ONNX "
-                         "export directory from `ondevice export nmt` as --model)")
+    tr.add_argument("--backend", default="native", choices=("native", "torch", "onnxruntime"),
+                    help="decoder implementation: native (default: the C++ runtime with bit-plane LUT "
+                         "kernels), torch (the PyTorch reference) or onnxruntime; native and onnxruntime "
+                         "run an ONNX export (`ondevice export nmt`, or a model directory with onnx/)")
     tr.add_argument("--quiet", action="store_true", help="no progress bar for files")
     tr.set_defaults(func=_cmd_translate)
 
@@ -477,6 +495,42 @@ def build_parser() -> argparse.ArgumentParser:
     bk.add_argument("--out", default=None, help="directory for <name>.json and <name>.md (e.g. benchmarks)")
     bk.add_argument("--name", default="kernels", help="report file name stem (default kernels)")
     bk.set_defaults(func=_cmd_bench_kernels)
+    bt = bs.add_parser(
+        "translate", help="translation tokens/s, latency, peak RSS, size and BLEU: ondevice native vs "
+                          "CTranslate2 int8, onnxruntime (quantized and fp32 exports) and PyTorch",
+        description="Translate the same held-out sentences with each engine at each threads x batch x beam "
+                    "configuration, every one in a fresh process (peak RSS is that process's), one warm-up and "
+                    "--runs timed passes (medians). Writes <out>/<name>.json and .md with the machine, ratios "
+                    "against CTranslate2 int8 and onnxruntime fp32, and the issue's targets. Conversions (fp32 "
+                    "ONNX export, CTranslate2 model) are cached in --work-dir.",
+        epilog="quick check: ondevice bench translate --limit 20 --runs 1 --threads 1 --engines torch,ct2")
+    bt.add_argument("--engines", type=lambda t: [v for v in t.split(",") if v],
+                    default=["native", "ct2-int8", "ort-fp32", "torch-fp32", "torch-quant", "ort-quant"],
+                    help="comma-separated: native, ct2-int8 (ct2), ort-fp32, ort-quant (ort), torch-fp32 (torch), "
+                         "torch-quant; also ct2-fp32 (CTranslate2 float32) and echo (no model: harness overhead) "
+                         "(default: the first six, slowest last)")
+    bt.add_argument("--threads", type=_int_list, default=[1, 2], help="thread counts (default 1,2)")
+    bt.add_argument("--batch", type=_int_list, default=[1, 16], help="batch sizes (default 1,16)")
+    bt.add_argument("--beam", type=_int_list, default=[1, 4], help="beam sizes (default 1,4)")
+    bt.add_argument("--runs", type=int, default=3, help="timed passes after one warm-up (default 3)")
+    bt.add_argument("--limit", type=int, default=300, help="first N sentences (default 300, the paper's protocol)")
+    bt.add_argument("--src", default=None, help="source sentences (default: data/en-de/test_bible.en of the checkout)")
+    bt.add_argument("--ref", default=None, help="references for BLEU/chrF (default: test_bible.de with the default --src)")
+    bt.add_argument("--max-seconds", type=float, default=900.0,
+                    help="timing budget per engine x configuration: no further pass starts past it, and the "
+                         "process is killed at this plus --load-timeout (default 900)")
+    bt.add_argument("--load-timeout", type=float, default=300.0, help="seconds allowed for loading (default 300)")
+    bt.add_argument("--quant-model", default=None, help="quantized model directory (default: the shipped model)")
+    bt.add_argument("--fp32-model", default=None, help="fp32 model directory (default: models/nmt-en-de)")
+    bt.add_argument("--spm", default=None, help="SentencePiece model counting target tokens (default: the fp32 model's)")
+    bt.add_argument("--ct2-method", choices=("spec", "fairseq"), default="spec",
+                    help="CTranslate2 conversion: spec (TransformerSpec via ctranslate2's fairseq layer setters; "
+                         "default) or fairseq (FairseqConverter on a fairseq checkpoint; needs fairseq)")
+    bt.add_argument("--work-dir", default="build/bench-translate",
+                    help="cache of conversions and the translations (default build/bench-translate)")
+    bt.add_argument("--out", default=None, help="directory for <name>.json and <name>.md (e.g. benchmarks)")
+    bt.add_argument("--name", default="translate", help="report file name stem (default translate)")
+    bt.set_defaults(func=_cmd_bench_translate)
     return p
 
 

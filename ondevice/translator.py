@@ -2,15 +2,18 @@
 
 A Translator holds one loaded model and decodes batches of sentences.  ``model=None`` is the
 project's default model (the quantized English->German model shipped with the package).  The
-``torch`` backend runs the PyTorch reference decoder on the model's dequantized weights; the
-``onnxruntime`` backend decodes with the exported ONNX graphs (``ondevice export nmt``; the model
-directory must be such an export); the native C++ runtime plugs in behind the same methods.
+``native`` backend (the default) runs the exported ONNX graphs (``ondevice export nmt``) in the C++
+runtime: LUT bit-plane kernels on the memory-mapped weights, C++ tokenizer and beam search, no
+PyTorch needed.  The ``torch`` backend runs the PyTorch reference decoder on the model's dequantized
+weights; the ``onnxruntime`` backend decodes the same ONNX export with stock onnxruntime (the
+reference for parity tests).
 
 Inputs are checked the way a user needs: empty lines translate to empty lines (so line counts
 of files are kept), a sentence longer than the model can position is a clear error naming its
 index, and a file that is not UTF-8 is a DataError naming the line.  One Translator may be
-shared by several threads: decoding is serialized by a lock (the torch backend's decoder is not
-re-entrant), so results are the same as sequential calls.
+shared by several threads and gives the same results as sequential calls: the native backend
+releases the GIL and runs calls in parallel; the others are serialized by a lock (the torch
+backend's decoder is not re-entrant).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from .errors import ConfigError, DataError
 
 __all__ = ["Translator", "default_model_dir", "BACKENDS", "MAX_INPUT_CHARS"]
 
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("native", "torch", "onnxruntime")
 DEFAULT_MODEL = "nmt-en-de-bcq"
 MAX_INPUT_CHARS = 20_000  # one input line; longer lines are rejected before tokenization
 
@@ -47,11 +50,11 @@ class Translator:
     """Translates sentences with one model.
 
     ``model``: a packed model directory, a model card directory, a training directory (its
-    ``checkpoint_best.pt``), an ONNX export directory (backend "onnxruntime"), or None for the
-    default model.  ``threads``: intra-op threads of the
-    backend (0 = all usable cores).  ``beam_size``: default beam (1 = greedy)."""
+    ``checkpoint_best.pt``), an ONNX export directory (backends "native" and "onnxruntime"; a model
+    card directory with an ``onnx/`` export works too), or None for the default model.  ``threads``:
+    threads of the backend per call (0 = all usable cores).  ``beam_size``: default beam (1 = greedy)."""
 
-    def __init__(self, model: str | os.PathLike | None = None, threads: int = 0, backend: str = "torch",
+    def __init__(self, model: str | os.PathLike | None = None, threads: int = 0, backend: str = "native",
                  beam_size: int = 4, max_len_a: float = 1.2, max_len_b: int = 10):
         if backend not in BACKENDS:
             raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -65,12 +68,17 @@ class Translator:
         self.max_len_a, self.max_len_b = float(max_len_a), int(max_len_b)
         self._lock = threading.Lock()
         self._onnx = None
+        self._native = None
+        # A model card directory keeps its ONNX export in onnx/ (models/*/README.md).
+        onnx_dir = self.model_dir / "onnx" if (self.model_dir / "onnx" / "manifest.json").is_file() \
+            else self.model_dir
+        if backend == "native":
+            self._native = _load_native(onnx_dir, threads or _usable_cores())
+            self._max_tokens = int(self._native.max_positions)
+            return
         if backend == "onnxruntime":
             from .onnx_export import OnnxTranslator
 
-            # A model card directory keeps its ONNX export in onnx/ (models/*/README.md).
-            onnx_dir = self.model_dir / "onnx" if (self.model_dir / "onnx" / "manifest.json").is_file() \
-                else self.model_dir
             self._onnx = OnnxTranslator(onnx_dir, threads=threads, beam_size=beam_size, max_len_a=max_len_a,
                                         max_len_b=max_len_b)
             self._tok = self._onnx.tokenizer
@@ -119,6 +127,8 @@ class Translator:
         out = [""] * len(texts)
         if not todo:
             return out
+        if self._native is not None:
+            return self._translate_native(texts, beam)
         ids = self._tok.encode([texts[i] for i in todo])
         for i, x in zip(todo, ids):
             if len(x) > self._max_tokens:
@@ -132,6 +142,15 @@ class Translator:
         for i, h in zip(todo, hyps):
             out[i] = h
         return out
+
+    def _translate_native(self, texts: list[str], beam: int) -> list[str]:
+        from . import _core
+
+        try:
+            return self._native.translate_batch(texts, beam_size=beam, max_len_a=self.max_len_a,
+                                                max_len_b=float(self.max_len_b))
+        except _core.ArgumentError as e:  # e.g. "sentence 3: input is 2000 tokens long, more than ..."
+            raise DataError(str(e)) from None
 
     def translate(self, sentence: str, beam_size: int | None = None) -> str:
         """One sentence."""
@@ -153,6 +172,27 @@ class Translator:
         bar.close()
         atomic_write_text(target, "".join(t + "\n" for t in out))
         return len(lines)
+
+
+def _usable_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _load_native(onnx_dir: Path, threads: int):
+    """The C++ translator over an export directory; its load errors as OnnxModelError."""
+    from . import _core
+    from .onnx_export.errors import OnnxModelError
+
+    if not (onnx_dir / "manifest.json").is_file():
+        raise DataError(f"{onnx_dir} is not an ONNX export (no manifest.json): the native backend runs "
+                        f"`ondevice export nmt` output; use backend='torch' for other model directories")
+    try:
+        return _core.Translator(str(onnx_dir), threads=threads)
+    except (_core.FormatError, _core.ArgumentError) as e:
+        raise OnnxModelError(str(e)) from None
 
 
 def read_lines(path: str | os.PathLike) -> list[str]:

@@ -295,7 +295,7 @@ def test_translator_backends_and_cli_agree(exported, tmp_path):
 
     _, data, packed, q, _ = exported
     sentences = (data / "test_bible.en").read_text(encoding="utf-8").splitlines()[:8] + [""]
-    by_torch = Translator(packed, threads=1, beam_size=2).translate_batch(sentences)
+    by_torch = Translator(packed, threads=1, backend="torch", beam_size=2).translate_batch(sentences)
     assert Translator(q, threads=1, backend="onnxruntime", beam_size=2).translate_batch(sentences) == by_torch
     r = subprocess.run([sys.executable, "-m", "ondevice", "export", "nmt", "--model", str(packed), "--out",
                         str(tmp_path / "cli_export")], capture_output=True, text=True, timeout=300)

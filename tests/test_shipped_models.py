@@ -114,4 +114,5 @@ def test_committed_onnx_export_is_current(d, tmp_path):
         assert (tmp_path / "onnx" / f["path"]).read_bytes() == (d / "onnx" / f["path"]).read_bytes(), f["path"]
     src = (d / card["regression"]["sets"][0]["src"]).read_text(encoding="utf-8").splitlines()[:5]
     by_ort = Translator(d, threads=1, backend="onnxruntime", beam_size=1).translate_batch(src)
-    assert by_ort == Translator(d, threads=1, beam_size=1).translate_batch(src)
+    assert by_ort == Translator(d, threads=1, backend="torch", beam_size=1).translate_batch(src)
+    assert by_ort == Translator(d, threads=1, backend="native", beam_size=1).translate_batch(src)

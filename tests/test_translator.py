@@ -19,7 +19,7 @@ SENTENCES = ["the dog sees a cat", "a small red house", "the man and the woman s
 @pytest.fixture(scope="module")
 def tr(tiny_trained_run):
     run, _ = tiny_trained_run
-    return Translator(run, threads=1, beam_size=2)
+    return Translator(run, threads=1, backend="torch", beam_size=2)
 
 
 def test_translates_and_keeps_empty_lines(tr):
@@ -76,7 +76,8 @@ def test_one_translator_shared_by_threads_equals_sequential(tr):
 
 
 def _cli(*args: str, stdin: bytes | None = None, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ondevice", "translate", *args], input=stdin, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "ondevice", "translate", "--backend", "torch", *args], input=stdin,
+                          capture_output=True,
                           cwd=cwd, timeout=300)
 
 

@@ -13,6 +13,8 @@
 #include "ondevice/bcq_gemm.h"
 #include "ondevice/bitplane_format.h"
 #include "ondevice/error.h"
+#include "ondevice/executor.h"
+#include "ondevice/translator.h"
 
 namespace nb = nanobind;
 using namespace ondevice;
@@ -101,6 +103,116 @@ nb::dict read_bitplane_file(const std::string& path) {
   return d;
 }
 
+using AnyArray = nb::ndarray<nb::c_contig, nb::device::cpu>;
+
+// A numpy array viewed as a runtime tensor (no copy; the array must outlive it).
+Tensor tensor_from_array(const std::string& name, const AnyArray& a) {
+  DType t;
+  if (a.dtype() == nb::dtype<float>()) t = DType::kFloat32;
+  else if (a.dtype() == nb::dtype<int64_t>()) t = DType::kInt64;
+  else if (a.dtype() == nb::dtype<int32_t>()) t = DType::kInt32;
+  else if (a.dtype() == nb::dtype<uint8_t>()) t = DType::kUint8;
+  else if (a.dtype() == nb::dtype<bool>()) t = DType::kBool;
+  else throw ArgumentError("input '" + name + "': unsupported array dtype");
+  Shape shape;
+  for (size_t d = 0; d < a.ndim(); ++d) shape.push_back(int64_t(a.shape(d)));
+  return Tensor::borrowed(t, shape, a.data(), nullptr);
+}
+
+// A copy of a runtime tensor as a new numpy array.
+nb::object array_from_tensor(const Tensor& t) {
+  std::vector<size_t> shape(t.shape().begin(), t.shape().end());
+  const size_t bytes = std::max<size_t>(1, t.nbytes());
+  uint8_t* data = new uint8_t[bytes];
+  if (t.nbytes() > 0) std::memcpy(data, t.raw(), t.nbytes());
+  nb::capsule owner(data, [](void* p) noexcept { delete[] static_cast<uint8_t*>(p); });
+  nb::dlpack::dtype dt;
+  switch (t.dtype()) {
+    case DType::kFloat32: dt = nb::dtype<float>(); break;
+    case DType::kInt64: dt = nb::dtype<int64_t>(); break;
+    case DType::kInt32: dt = nb::dtype<int32_t>(); break;
+    case DType::kUint8: dt = nb::dtype<uint8_t>(); break;
+    case DType::kBool: dt = nb::dtype<bool>(); break;
+  }
+  return nb::cast(nb::ndarray<nb::numpy>(data, shape.size(), shape.data(), owner, nullptr, dt));
+}
+
+// The graph executor on numpy arrays (tests compare it with onnxruntime).
+class PyExecutor {
+ public:
+  PyExecutor(const std::string& path, int threads, const std::string& kernel) {
+    ExecutorOptions o;
+    o.threads = threads;
+    o.kernel = BitplaneKernel::from_name(kernel);
+    nb::gil_scoped_release release;
+    exec_ = std::make_unique<Executor>(Executor::load(path, o));
+  }
+  nb::list run(const nb::dict& feeds) {
+    std::vector<AnyArray> keep;
+    std::vector<NamedTensor> in;
+    for (auto [k, v] : feeds) {
+      const std::string name = nb::cast<std::string>(k);
+      keep.push_back(nb::cast<AnyArray>(v));
+      in.emplace_back(name, tensor_from_array(name, keep.back()));
+    }
+    std::vector<Tensor> out;
+    {
+      nb::gil_scoped_release release;
+      out = exec_->run(in);
+    }
+    nb::list r;
+    for (const Tensor& t : out) r.append(array_from_tensor(t));
+    return r;
+  }
+  Executor& exec() { return *exec_; }
+
+ private:
+  std::unique_ptr<Executor> exec_;
+};
+
+TranslateOptions translate_options(int beam_size, float length_penalty, float max_len_a, float max_len_b,
+                                   int64_t max_batch_tokens) {
+  TranslateOptions o;
+  o.beam_size = beam_size;
+  o.length_penalty = length_penalty;
+  o.max_len_a = max_len_a;
+  o.max_len_b = max_len_b;
+  o.max_batch_tokens = max_batch_tokens;
+  return o;
+}
+
+// The native translator. Its methods release the GIL, so Python threads
+// sharing one instance translate in parallel.
+class PyTranslator {
+ public:
+  PyTranslator(const std::string& model_dir, int threads, const std::string& kernel, bool verify_checksums) {
+    TranslatorOptions o;
+    o.threads = threads;
+    o.kernel = BitplaneKernel::from_name(kernel);
+    o.verify_checksums = verify_checksums;
+    nb::gil_scoped_release release;
+    t_ = std::make_unique<Translator>(model_dir, o);
+  }
+  std::vector<std::string> translate_batch(const std::vector<std::string>& sentences, int beam_size,
+                                           float length_penalty, float max_len_a, float max_len_b,
+                                           int64_t max_batch_tokens) const {
+    const TranslateOptions o = translate_options(beam_size, length_penalty, max_len_a, max_len_b, max_batch_tokens);
+    nb::gil_scoped_release release;
+    return t_->translate_batch(sentences, o);
+  }
+  std::vector<std::vector<int32_t>> generate(const std::vector<std::vector<int32_t>>& sources, int beam_size,
+                                             float length_penalty, float max_len_a, float max_len_b,
+                                             int64_t max_batch_tokens) const {
+    const TranslateOptions o = translate_options(beam_size, length_penalty, max_len_a, max_len_b, max_batch_tokens);
+    nb::gil_scoped_release release;
+    return t_->generate(sources, o);
+  }
+  Translator& get() const { return *t_; }
+
+ private:
+  std::unique_ptr<Translator> t_;
+};
+
 }  // namespace
 
 NB_MODULE(_core, m) {
@@ -134,6 +246,58 @@ NB_MODULE(_core, m) {
   });
   m.def("default_variant", [] { return std::string(variant_name(default_variant())); });
   m.def("cpu_description", &cpu_description);
+
+  nb::class_<PyExecutor>(m, "Executor", "Runs one exported ONNX graph with the native kernels")
+      .def(nb::init<const std::string&, int, const std::string&>(), nb::arg("path"), nb::arg("threads") = 1,
+           nb::arg("kernel") = "")
+      .def("run", &PyExecutor::run, nb::arg("feeds"), "outputs (numpy arrays) in output_names order")
+      .def_prop_ro("input_names", [](PyExecutor& e) { return e.exec().input_names(); })
+      .def_prop_ro("output_names", [](PyExecutor& e) { return e.exec().output_names(); })
+      .def("pool_stats", [](PyExecutor& e) {
+        const BufferPool::Stats s = e.exec().pool_stats();
+        nb::dict d;
+        d["heap_allocations"] = s.heap_allocations;
+        d["reuses"] = s.reuses;
+        d["bytes_held"] = s.bytes_held;
+        d["bytes_free"] = s.bytes_free;
+        return d;
+      })
+      .def("enable_profiling", [](PyExecutor& e, bool on) { e.exec().enable_profiling(on); })
+      .def("profile", [](PyExecutor& e) {
+        nb::list l;
+        for (const Executor::OpTime& t : e.exec().profile()) l.append(nb::make_tuple(t.op, t.calls, t.seconds));
+        return l;
+      })
+      .def_static("supported_ops", &Executor::supported_ops);
+
+  nb::class_<PyTranslator>(m, "Translator", "The native translator over an exported model directory")
+      .def(nb::init<const std::string&, int, const std::string&, bool>(), nb::arg("model_dir"),
+           nb::arg("threads") = 1, nb::arg("kernel") = "", nb::arg("verify_checksums") = true)
+      .def("translate_batch", &PyTranslator::translate_batch, nb::arg("sentences"), nb::arg("beam_size") = 4,
+           nb::arg("length_penalty") = 1.0f, nb::arg("max_len_a") = 1.2f, nb::arg("max_len_b") = 10.0f,
+           nb::arg("max_batch_tokens") = 2048)
+      .def("generate", &PyTranslator::generate, nb::arg("sources"), nb::arg("beam_size") = 4,
+           nb::arg("length_penalty") = 1.0f, nb::arg("max_len_a") = 1.2f, nb::arg("max_len_b") = 10.0f,
+           nb::arg("max_batch_tokens") = 2048)
+      .def("encode", [](const PyTranslator& t, const std::string& s) { return t.get().encode(s); })
+      .def("decode", [](const PyTranslator& t, const std::vector<int32_t>& ids) { return t.get().decode(ids); })
+      .def_prop_ro("source_language", [](const PyTranslator& t) { return t.get().source_language(); })
+      .def_prop_ro("target_language", [](const PyTranslator& t) { return t.get().target_language(); })
+      .def_prop_ro("max_positions", [](const PyTranslator& t) { return t.get().max_positions(); })
+      .def("enable_profiling", [](PyTranslator& t, bool on) { t.get().enable_profiling(on); })
+      .def("profile", [](const PyTranslator& t) {
+        nb::list l;
+        for (const Executor::OpTime& x : t.get().profile()) l.append(nb::make_tuple(x.op, x.calls, x.seconds));
+        return l;
+      })
+      .def("pool_stats", [](const PyTranslator& t) {
+        const BufferPool::Stats s = t.get().pool_stats();
+        nb::dict d;
+        d["heap_allocations"] = s.heap_allocations;
+        d["reuses"] = s.reuses;
+        d["bytes_held"] = s.bytes_held;
+        return d;
+      });
   m.attr("TILE_ROWS") = kTileRows;
   m.attr("FORMAT_VERSION") = nb::make_tuple(kFormatVersionMajor, kFormatVersionMinor);
 }

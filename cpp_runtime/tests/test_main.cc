@@ -2,6 +2,8 @@
 #include <cstring>
 #include <exception>
 
+#include <sys/stat.h>
+
 #include "ondevice/bcq_gemm.h"
 #include "test_util.h"
 
@@ -10,6 +12,14 @@ namespace testing {
 std::vector<TestCase>& registry() {
   static std::vector<TestCase> tests;
   return tests;
+}
+
+std::string repo_file(const std::string& relative) {
+  const std::string here = __FILE__, suffix = "cpp_runtime/tests/test_main.cc";
+  if (here.size() < suffix.size() || here.compare(here.size() - suffix.size(), suffix.size(), suffix) != 0) return "";
+  const std::string candidate = here.substr(0, here.size() - suffix.size()) + relative;
+  struct stat st {};
+  return ::stat(candidate.c_str(), &st) == 0 ? candidate : std::string();
 }
 
 RandomMatrix make_random_matrix(uint32_t rows, uint32_t cols, uint32_t group_size, uint32_t min_bits,

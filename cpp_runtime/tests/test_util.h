@@ -74,6 +74,11 @@ struct RandomMatrix {
 RandomMatrix make_random_matrix(uint32_t rows, uint32_t cols, uint32_t group_size, uint32_t min_bits,
                                 uint32_t max_bits, bool with_offset, std::mt19937& rng);
 
+// Absolute path of a file of this checkout (e.g. "models/nmt-en-de-bcq/onnx/
+// manifest.json"), found from this header's own path; "" if it does not exist
+// (a test then says what it skipped).
+std::string repo_file(const std::string& relative);
+
 // Serializes a matrix to the `.bcq` file format (test-side writer, following
 // docs/bitplane-format.md independently of the Python writer).
 std::vector<uint8_t> serialize(const RandomMatrix& m, bool alpha_f16);

@@ -44,8 +44,27 @@ KernelVariant default_variant();
 // [batch, cols], Y row-major [batch, rows]). `threads` >= 1 splits the output
 // rows over that many threads of a shared pool. Throws ArgumentError on
 // bad arguments; safe to call concurrently on the same matrix.
+// `lut16`: two passes over the planes, the second with tables of what the
+// int8 rounding of the first left out (scale / 254), so the table error is
+// ~250 times smaller than one int8 pass (~16-bit tables) for twice the
+// lookups; the reference variant ignores it.
 void bcq_gemm(const BitplaneMatrix& w, const float* x, size_t batch, float* y,
-              KernelVariant variant, int threads = 1);
+              KernelVariant variant, int threads = 1, bool lut16 = false);
+
+// Which kernel runs the bit-plane products of a model.
+struct BitplaneKernel {
+  // Two int8 table passes (the default: decodes as the exact product does,
+  // measured 856/856 identical greedy outputs on test_ui), or one (faster,
+  // ~0.1 logit error on the shipped model). The reference variant is exact.
+  bool lut16 = true;
+  KernelVariant variant = default_variant();
+  // "lut16" (default: the best variant here) or "lut16_generic/avx2/neon";
+  // "lut_generic/avx2/neon" (one int8 pass) or "reference". "" = "lut16".
+  // ArgumentError for names unavailable here.
+  static BitplaneKernel from_name(const std::string& name);
+  std::string name() const;
+  void gemm(const BitplaneMatrix& w, const float* x, size_t batch, float* y, int threads) const;
+};
 
 // Per-row bound on |Y_lut - Y_reference| (before float rounding) for one
 // activation vector x: sum over planes and blocks of

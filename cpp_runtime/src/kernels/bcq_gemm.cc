@@ -60,7 +60,7 @@ KernelVariant default_variant() {
 }
 
 void bcq_gemm(const BitplaneMatrix& w, const float* x, size_t batch, float* y, KernelVariant variant,
-              int threads) {
+              int threads, bool lut16) {
   const BitplaneLayout& L = w.layout();
   if (L.rows == 0) throw ArgumentError("matrix is empty (default-constructed)");
   if (batch == 0) return;
@@ -89,15 +89,22 @@ void bcq_gemm(const BitplaneMatrix& w, const float* x, size_t batch, float* y, K
 #endif
     default: throw ArgumentError(std::string("kernel variant ") + variant_name(variant) + " is not in this build");
   }
-  const detail::LutActivations acts = detail::build_lut_activations(L, x, batch);
+  detail::LutActivations residual;
+  const detail::LutActivations acts = detail::build_lut_activations(L, x, batch, lut16 ? &residual : nullptr);
+  std::vector<float> y_res(lut16 ? batch * L.rows : 0);
   // About 16k table-lookup steps (~10 us) per thread at least; fewer is not
   // worth a hand-off to another thread.
   const uint64_t steps_per_tile = std::max<uint64_t>(1, uint64_t(L.kbytes) * batch * L.tile_bits[0]);
   const size_t grain = size_t(std::max<uint64_t>(1, 16384 / steps_per_tile));
   detail::parallel_for(L.tiles, threads, [&](size_t t0, size_t t1) {
     kernel(w, acts, y, uint32_t(t0), uint32_t(t1));
-    if (!w.has_offset()) return;
     const uint32_t r0 = uint32_t(t0) * kTileRows, r1 = std::min<uint32_t>(uint32_t(t1) * kTileRows, L.rows);
+    if (lut16) {
+      kernel(w, residual, y_res.data(), uint32_t(t0), uint32_t(t1));
+      for (size_t b = 0; b < batch; ++b)
+        for (uint32_t r = r0; r < r1; ++r) y[b * L.rows + r] += y_res[b * L.rows + r];
+    }
+    if (!w.has_offset()) return;
     for (size_t b = 0; b < batch; ++b)
       for (uint32_t r = r0; r < r1; ++r) {
         float v = y[b * L.rows + r];
@@ -106,6 +113,28 @@ void bcq_gemm(const BitplaneMatrix& w, const float* x, size_t batch, float* y, K
         y[b * L.rows + r] = v;
       }
   }, grain);
+}
+
+BitplaneKernel BitplaneKernel::from_name(const std::string& name) {
+  BitplaneKernel k;
+  if (name.empty() || name == "lut16") return k;
+  if (name.rfind("lut16_", 0) == 0) {
+    k.variant = variant_from_name("lut_" + name.substr(6));  // throws for unknown names
+    return k;
+  }
+  k.lut16 = false;
+  k.variant = variant_from_name(name);
+  return k;
+}
+
+std::string BitplaneKernel::name() const {
+  const std::string v = variant_name(variant);
+  if (!lut16 || variant == KernelVariant::kReference) return v;
+  return "lut16_" + v.substr(4);
+}
+
+void BitplaneKernel::gemm(const BitplaneMatrix& w, const float* x, size_t batch, float* y, int threads) const {
+  bcq_gemm(w, x, batch, y, variant, threads, lut16);
 }
 
 std::string cpu_description() {

@@ -28,7 +28,13 @@ struct LutActivations {
   size_t ngroups = 0;
 };
 
-LutActivations build_lut_activations(const BitplaneLayout& layout, const float* x, size_t batch);
+// With `residual`, also the tables of what int8 rounding left out (the
+// two-pass "lut16" mode): residual entry = round_half_even((u - round(u)) *
+// 254) with u = T * inv, and residual block scale = block scale / 254, so
+// that table + residual resolve T to about 1/64000 of the block's range.
+// Both table sets then come from the portable quantizer.
+LutActivations build_lut_activations(const BitplaneLayout& layout, const float* x, size_t batch,
+                                     LutActivations* residual = nullptr);
 
 // Quantized tables of chunks [c0, c1) of one zero-padded input vector xp
 // (4 floats per chunk): out[16 c + idx] = round_half_even(T_c[idx] * inv)
@@ -43,6 +49,13 @@ void quantize_tables_avx2(const float* xp, size_t c0, size_t c1, float inv, int8
 #if defined(ONDEVICE_HAVE_NEON)
 void quantize_tables_neon(const float* xp, size_t c0, size_t c1, float inv, int8_t* out);
 #endif
+// Both table sets of the two-pass (lut16) mode; all variants give identical bytes.
+using TwoPassQuantizer = void (*)(const float* xp, size_t c0, size_t c1, float inv, int8_t* out, int8_t* res);
+void quantize_tables_two_pass(const float* xp, size_t c0, size_t c1, float inv, int8_t* out, int8_t* res);
+#if defined(ONDEVICE_HAVE_AVX2)
+void quantize_tables_two_pass_avx2(const float* xp, size_t c0, size_t c1, float inv, int8_t* out, int8_t* res);
+#endif
+TwoPassQuantizer best_two_pass_quantizer();
 // The fastest table quantizer this CPU supports.
 TableQuantizer best_table_quantizer();
 

@@ -28,6 +28,34 @@ void quantize_tables_generic(const float* xp, size_t c0, size_t c1, float inv, i
   }
 }
 
+// The generic quantizer's tables plus the residual tables (lut_common.h).
+void quantize_tables_two_pass(const float* xp, size_t c0, size_t c1, float inv, int8_t* out, int8_t* res) {
+  for (size_t c = c0; c < c1; ++c) {
+    const float* v = xp + 4 * c;
+    const float lo[4] = {-v[0] - v[1], v[0] - v[1], -v[0] + v[1], v[0] + v[1]};
+    const float hi[4] = {-v[2] - v[3], v[2] - v[3], -v[2] + v[3], v[2] + v[3]};
+    for (int h = 0; h < 4; ++h)
+      for (int l = 0; l < 4; ++l) {
+        const float u = (lo[l] + hi[h]) * inv;
+        float q = (u + 12582912.0f) - 12582912.0f;
+        q = std::min(127.0f, std::max(-127.0f, q));
+        // |u| <= 127 and q is the integer nearest u, so u - q is exact.
+        float r = (u - q) * 254.0f;
+        r = (r + 12582912.0f) - 12582912.0f;
+        out[16 * c + size_t(4 * h + l)] = int8_t(q);
+        res[16 * c + size_t(4 * h + l)] = int8_t(std::min(127.0f, std::max(-127.0f, r)));
+      }
+  }
+}
+
+TwoPassQuantizer best_two_pass_quantizer() {
+#if defined(ONDEVICE_HAVE_AVX2) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return quantize_tables_two_pass_avx2;
+#endif
+  return quantize_tables_two_pass;
+}
+
 TableQuantizer best_table_quantizer() {
 #if defined(ONDEVICE_HAVE_AVX2) && (defined(__GNUC__) || defined(__clang__))
   __builtin_cpu_init();
@@ -39,7 +67,8 @@ TableQuantizer best_table_quantizer() {
   return quantize_tables_generic;
 }
 
-LutActivations build_lut_activations(const BitplaneLayout& L, const float* x, size_t batch) {
+LutActivations build_lut_activations(const BitplaneLayout& L, const float* x, size_t batch,
+                                     LutActivations* residual) {
   LutActivations a;
   a.batch = batch;
   a.chunks = size_t(L.kbytes) * 2;
@@ -51,6 +80,15 @@ LutActivations build_lut_activations(const BitplaneLayout& L, const float* x, si
   std::vector<float> xp(a.chunks * 4, 0.0f);  // one input vector, zero-padded to whole chunks
   std::vector<float> absum(a.chunks);
   const TableQuantizer quantize = best_table_quantizer();
+  const TwoPassQuantizer quantize2 = best_two_pass_quantizer();
+  if (residual != nullptr) {
+    residual->batch = batch;
+    residual->chunks = a.chunks;
+    residual->nblocks = a.nblocks;
+    residual->ngroups = a.ngroups;
+    residual->tables.resize(a.tables.size());
+    residual->block_scale.resize(a.block_scale.size());
+  }
   for (size_t b = 0; b < batch; ++b) {
     const float* xb = x + b * L.cols;
     std::copy(xb, xb + L.cols, xp.begin());
@@ -82,7 +120,13 @@ LutActivations build_lut_activations(const BitplaneLayout& L, const float* x, si
       }
       const float inv = maxabs > 0.0f ? 127.0f / maxabs : 0.0f;
       a.block_scale[b * a.nblocks + blk] = maxabs / 127.0f * unscale;
-      quantize(xp.data(), 2 * size_t(B.byte_begin), 2 * size_t(B.byte_end), inv, tb);
+      if (residual != nullptr) {
+        residual->block_scale[b * a.nblocks + blk] = maxabs / 127.0f * unscale / 254.0f;
+        quantize2(xp.data(), 2 * size_t(B.byte_begin), 2 * size_t(B.byte_end), inv, tb,
+                                 residual->tables.data() + b * a.chunks * 16);
+      } else {
+        quantize(xp.data(), 2 * size_t(B.byte_begin), 2 * size_t(B.byte_end), inv, tb);
+      }
     }
   }
   return a;

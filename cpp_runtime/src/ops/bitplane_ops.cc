@@ -1,0 +1,161 @@
+// The `ondevice` domain: BitPlaneMatMul and BitPlaneGather (export/ops/*.md).
+//
+// The weights must be constants (initializers, memory-mapped): the matrix is
+// validated once at load (sizes against the attributes, zero padding, finite
+// scales) and then read in place by the LUT kernels on every call.
+#include <algorithm>
+#include <cstring>
+
+#include "ondevice/bcq_gemm.h"
+#include "ondevice/error.h"
+#include "op_kernel.h"
+
+namespace ondevice::ops {
+namespace {
+
+// The matrix described by inputs 1..4 (planes, alpha, row_bits, offset) and
+// the attributes K, N, group_size, bits.
+struct BoundMatrix {
+  BitplaneMatrix matrix;
+  std::vector<Tensor> keep;  // the constant tensors the matrix points into
+};
+
+const Tensor& constant(const NodeSpec& s, size_t i, DType type, const char* what) {
+  const onnx::Node& node = *s.node;
+  if (i >= node.inputs.size() || node.inputs[i].empty())
+    throw FormatError(where(node) + "input " + what + " is missing");
+  if (s.constants[i] == nullptr)
+    throw FormatError(where(node) + "input " + what + " ('" + node.inputs[i] +
+                      "') must be an initializer: the runtime reads bit-plane weights in place");
+  const Tensor& t = *s.constants[i];
+  if (t.dtype() != type)
+    throw FormatError(where(node) + "input " + what + " must be " + dtype_name(type) + ", got " + dtype_name(t.dtype()));
+  return t;
+}
+
+BoundMatrix bind_matrix(const NodeSpec& s) {
+  const onnx::Node& node = *s.node;
+  const int64_t k = attr_int_required(node, "K"), n = attr_int_required(node, "N");
+  const int64_t gs = attr_int_required(node, "group_size"), bits = attr_int_required(node, "bits");
+  if (k < 1 || n < 1 || k > int64_t(kMaxDim) || n > int64_t(kMaxDim))
+    throw FormatError(where(node) + "K and N must be in 1.." + std::to_string(kMaxDim));
+  if (gs < 1 || gs > k) throw FormatError(where(node) + "group_size must be in 1..K");
+  if (bits < 1 || bits > int64_t(kMaxBits)) throw FormatError(where(node) + "bits must be in 1..4");
+  BoundMatrix b;
+  const Tensor& planes = constant(s, 1, DType::kUint8, "planes");
+  const Tensor& alpha = constant(s, 2, DType::kFloat32, "alpha");
+  const Tensor& row_bits = constant(s, 3, DType::kUint8, "row_bits");
+  const Tensor* offset = nullptr;
+  if (node.inputs.size() > 4 && !node.inputs[4].empty()) offset = &constant(s, 4, DType::kFloat32, "offset");
+  if (row_bits.numel() != n)
+    throw FormatError(where(node) + "row_bits has " + std::to_string(row_bits.numel()) + " entries, N is " +
+                      std::to_string(n));
+  const uint8_t* rb = row_bits.data<uint8_t>();
+  if (n > 0 && int64_t(*std::max_element(rb, rb + n)) != bits)
+    throw FormatError(where(node) + "attribute bits is not the maximum of row_bits");
+  try {
+    b.matrix = BitplaneMatrix(uint32_t(n), uint32_t(k), uint32_t(gs), rb, size_t(n), planes.data<uint8_t>(),
+                              size_t(planes.numel()), alpha.data<float>(), size_t(alpha.numel()),
+                              offset ? offset->data<float>() : nullptr, offset ? size_t(offset->numel()) : 0,
+                              nullptr, /*check_contents=*/true);
+  } catch (const ArgumentError& e) {
+    throw FormatError(where(node) + "invalid bit-plane matrix: " + e.what());
+  }
+  b.keep = {planes, alpha, row_bits};
+  if (offset) b.keep.push_back(*offset);
+  return b;
+}
+
+class BitPlaneMatMulKernel : public OpKernel {
+ public:
+  explicit BitPlaneMatMulKernel(const NodeSpec& s) : node_(*s.node), m_(bind_matrix(s)) {
+    if (node_.inputs.size() > 5 && !node_.inputs[5].empty()) {
+      bias_ = constant(s, 5, DType::kFloat32, "bias");
+      if (bias_.numel() != int64_t(m_.matrix.layout().rows)) throw FormatError(where(node_) + "bias must have N values");
+      has_bias_ = true;
+    }
+  }
+  void run(const OpInputs& in, std::vector<Tensor>& out, const OpContext& ctx) const override {
+    const Tensor& x = input(node_, in, 0);
+    const BitplaneLayout& L = m_.matrix.layout();
+    if (x.dtype() != DType::kFloat32) throw ArgumentError(where(node_) + "X must be float32");
+    if (x.rank() < 1 || x.shape().back() != int64_t(L.cols))
+      throw ArgumentError(where(node_) + "X " + shape_string(x.shape()) + " must end in K = " + std::to_string(L.cols));
+    Shape shape = x.shape();
+    shape.back() = L.rows;
+    out[0] = Tensor::allocate(DType::kFloat32, shape, ctx.pool);
+    const size_t batch = size_t(x.numel() / int64_t(L.cols));
+    float* y = out[0].mutable_data<float>();
+    ctx.kernel.gemm(m_.matrix, x.data<float>(), batch, y, ctx.threads);
+    if (has_bias_) {
+      const float* b = bias_.data<float>();
+      for (size_t r = 0; r < batch; ++r)
+        for (uint32_t j = 0; j < L.rows; ++j) y[r * L.rows + j] += b[j];
+    }
+  }
+
+ private:
+  const onnx::Node& node_;
+  BoundMatrix m_;
+  Tensor bias_;
+  bool has_bias_ = false;
+};
+
+class BitPlaneGatherKernel : public OpKernel {
+ public:
+  explicit BitPlaneGatherKernel(const NodeSpec& s) : node_(*s.node), m_(bind_matrix(s)) {}
+  void run(const OpInputs& in, std::vector<Tensor>& out, const OpContext& ctx) const override {
+    const Tensor& idx = input(node_, in, 0);
+    const BitplaneMatrix& w = m_.matrix;
+    const BitplaneLayout& L = w.layout();
+    const int64_t n = L.rows;
+    Shape shape = idx.shape();
+    shape.push_back(L.cols);
+    out[0] = Tensor::allocate(DType::kFloat32, shape, ctx.pool);
+    float* y = out[0].mutable_data<float>();
+    for (int64_t i = 0; i < idx.numel(); ++i) {
+      int64_t v;
+      if (idx.dtype() == DType::kInt64) v = idx.data<int64_t>()[i];
+      else if (idx.dtype() == DType::kInt32) v = idx.data<int32_t>()[i];
+      else throw ArgumentError(where(node_) + "indices must be int32 or int64");
+      if (v < -n || v >= n)
+        throw ArgumentError(where(node_) + "index " + std::to_string(v) + " is outside [" + std::to_string(-n) +
+                            ", " + std::to_string(n - 1) + "]");
+      const uint32_t row = uint32_t(v < 0 ? v + n : v);
+      dequantize_row(row, y + i * int64_t(L.cols));
+    }
+  }
+
+ private:
+  // The spec's order: the offset (or 0), then + alpha_i * B_i for i = 0..q-1,
+  // rounding after each addition; equals the PyTorch weight bit for bit.
+  void dequantize_row(uint32_t row, float* y) const {
+    const BitplaneMatrix& w = m_.matrix;
+    const BitplaneLayout& L = w.layout();
+    const uint32_t q = w.row_bits()[row];
+    for (uint32_t g = 0; g < L.groups; ++g) {
+      const uint32_t c0 = g * L.group_size, c1 = std::min(L.cols, c0 + L.group_size);
+      const float o = w.has_offset() ? w.offset()[uint64_t(row) * L.groups + g] : 0.0f;
+      for (uint32_t c = c0; c < c1; ++c) y[c] = o;
+      for (uint32_t i = 0; i < q; ++i) {
+        const float a = w.scale(row, i, g);
+        for (uint32_t c = c0; c < c1; ++c) y[c] = y[c] + (w.bit(row, i, c) ? a : -a);
+      }
+    }
+  }
+  const onnx::Node& node_;
+  BoundMatrix m_;
+};
+
+}  // namespace
+
+void register_bitplane_ops(std::map<std::string, KernelFactory>& r) {
+  r["ondevice.BitPlaneMatMul"] = [](const NodeSpec& s) -> std::unique_ptr<OpKernel> {
+    return std::make_unique<BitPlaneMatMulKernel>(s);
+  };
+  r["ondevice.BitPlaneGather"] = [](const NodeSpec& s) -> std::unique_ptr<OpKernel> {
+    return std::make_unique<BitPlaneGatherKernel>(s);
+  };
+}
+
+}  // namespace ondevice::ops

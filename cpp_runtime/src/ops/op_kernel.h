@@ -1,0 +1,79 @@
+// The interface between the executor and the operator implementations.
+//
+// Each supported operator registers a factory that turns one graph node (with
+// whatever of its inputs are constants at load time) into an OpKernel; the
+// kernel checks shapes and types on every call and throws ArgumentError with
+// the node's name when they are wrong. Files: elementwise_ops.cc, shape_ops.cc,
+// nn_ops.cc, bitplane_ops.cc.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ondevice/bcq_gemm.h"
+#include "ondevice/onnx_model.h"
+#include "ondevice/tensor.h"
+
+namespace ondevice::ops {
+
+struct OpContext {
+  BufferPool* pool = nullptr;
+  int threads = 1;
+  BitplaneKernel kernel;
+};
+
+// Inputs of one call; nullptr for omitted optional inputs.
+using OpInputs = std::vector<const Tensor*>;
+
+class OpKernel {
+ public:
+  virtual ~OpKernel() = default;
+  // Fills `outputs` (already sized to the node's output count).
+  virtual void run(const OpInputs& inputs, std::vector<Tensor>& outputs, const OpContext& ctx) const = 0;
+};
+
+// What a factory sees: the node, and its inputs that are constants (nullptr
+// for the others and for omitted ones).
+struct NodeSpec {
+  const onnx::Node* node = nullptr;
+  std::vector<const Tensor*> constants;
+};
+
+using KernelFactory = std::unique_ptr<OpKernel> (*)(const NodeSpec&);
+
+// "Add", "ondevice.BitPlaneMatMul", ... -> factory.
+const std::map<std::string, KernelFactory>& registry();
+std::string op_key(const onnx::Node& node);
+
+// Registration, one function per operator file.
+void register_elementwise_ops(std::map<std::string, KernelFactory>& r);
+void register_shape_ops(std::map<std::string, KernelFactory>& r);
+void register_nn_ops(std::map<std::string, KernelFactory>& r);
+void register_bitplane_ops(std::map<std::string, KernelFactory>& r);
+
+// -- helpers shared by the operator files
+
+// "<op> node '<name>': " for error messages.
+std::string where(const onnx::Node& node);
+int64_t attr_int(const onnx::Node& node, const std::string& name, int64_t fallback);
+int64_t attr_int_required(const onnx::Node& node, const std::string& name);
+float attr_float(const onnx::Node& node, const std::string& name, float fallback);
+std::vector<int64_t> attr_ints(const onnx::Node& node, const std::string& name);
+bool has_attr(const onnx::Node& node, const std::string& name);
+
+// A required input: throws ArgumentError naming the node when absent.
+const Tensor& input(const onnx::Node& node, const OpInputs& in, size_t i);
+// The values of an int64 (or int32) tensor, e.g. a shape or axes input.
+std::vector<int64_t> int_values(const onnx::Node& node, const Tensor& t);
+// Normalizes `axis` in [-rank, rank) (or [-rank-1, rank] with `plus_one`).
+int64_t normalize_axis(const onnx::Node& node, int64_t axis, int64_t rank, bool plus_one = false);
+// Numpy broadcasting of two shapes; ArgumentError when incompatible.
+Shape broadcast_shapes(const onnx::Node& node, const Shape& a, const Shape& b);
+// Row-major strides of `shape` as seen from an output of rank `out_rank`
+// (0 for broadcast dimensions).
+std::vector<int64_t> broadcast_strides(const Shape& shape, const Shape& out);
+
+}  // namespace ondevice::ops
