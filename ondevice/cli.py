@@ -515,14 +515,16 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--runs", type=int, default=3, help="timed passes after one warm-up (default 3)")
     bt.add_argument("--limit", type=int, default=300, help="first N sentences (default 300, the paper's protocol)")
     bt.add_argument("--src", default=None, help="source sentences (default: data/en-de/test_bible.en of the checkout)")
-    bt.add_argument("--ref", default=None, help="references for BLEU/chrF (default: test_bible.de with the default --src)")
+    bt.add_argument("--ref", default=None,
+                    help="references for BLEU/chrF (default: test_bible.de with the default --src)")
     bt.add_argument("--max-seconds", type=float, default=900.0,
                     help="timing budget per engine x configuration: no further pass starts past it, and the "
                          "process is killed at this plus --load-timeout (default 900)")
     bt.add_argument("--load-timeout", type=float, default=300.0, help="seconds allowed for loading (default 300)")
     bt.add_argument("--quant-model", default=None, help="quantized model directory (default: the shipped model)")
     bt.add_argument("--fp32-model", default=None, help="fp32 model directory (default: models/nmt-en-de)")
-    bt.add_argument("--spm", default=None, help="SentencePiece model counting target tokens (default: the fp32 model's)")
+    bt.add_argument("--spm", default=None,
+                    help="SentencePiece model counting target tokens (default: the fp32 model's)")
     bt.add_argument("--ct2-method", choices=("spec", "fairseq"), default="spec",
                     help="CTranslate2 conversion: spec (TransformerSpec via ctranslate2's fairseq layer setters; "
                          "default) or fairseq (FairseqConverter on a fairseq checkpoint; needs fairseq)")
