@@ -91,15 +91,27 @@ void bcq_gemm(const BitplaneMatrix& w, const float* x, size_t batch, float* y, K
   }
   detail::LutActivations residual;
   const detail::LutActivations acts = detail::build_lut_activations(L, x, batch, lut16 ? &residual : nullptr);
-  std::vector<float> y_res(lut16 ? batch * L.rows : 0);
+#if defined(ONDEVICE_HAVE_AVX2)
+  const detail::TileKernel fused_kernel = detail::lut_tiles_avx2;  // has a one-sweep lut16 version
+#else
+  const detail::TileKernel fused_kernel = nullptr;
+#endif
+  std::vector<float> y_res(lut16 && kernel != fused_kernel ? batch * L.rows : 0);
   // About 16k table-lookup steps (~10 us) per thread at least; fewer is not
   // worth a hand-off to another thread.
   const uint64_t steps_per_tile = std::max<uint64_t>(1, uint64_t(L.kbytes) * batch * L.tile_bits[0]);
   const size_t grain = size_t(std::max<uint64_t>(1, 16384 / steps_per_tile));
   detail::parallel_for(L.tiles, threads, [&](size_t t0, size_t t1) {
-    kernel(w, acts, y, uint32_t(t0), uint32_t(t1));
     const uint32_t r0 = uint32_t(t0) * kTileRows, r1 = std::min<uint32_t>(uint32_t(t1) * kTileRows, L.rows);
-    if (lut16) {
+#if defined(ONDEVICE_HAVE_AVX2)
+    if (lut16 && kernel == detail::lut_tiles_avx2) {
+      detail::lut16_tiles_avx2(w, acts, residual, y, uint32_t(t0), uint32_t(t1));
+    } else
+#endif
+    {
+      kernel(w, acts, y, uint32_t(t0), uint32_t(t1));
+    }
+    if (lut16 && kernel != fused_kernel) {
       kernel(w, residual, y_res.data(), uint32_t(t0), uint32_t(t1));
       for (size_t b = 0; b < batch; ++b)
         for (uint32_t r = r0; r < r1; ++r) y[b * L.rows + r] += y_res[b * L.rows + r];

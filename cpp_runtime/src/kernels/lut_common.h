@@ -67,6 +67,10 @@ using TileKernel = void (*)(const BitplaneMatrix& w, const LutActivations& a, fl
 void lut_tiles_generic(const BitplaneMatrix& w, const LutActivations& a, float* y,
                        uint32_t tile_begin, uint32_t tile_end);
 #if defined(ONDEVICE_HAVE_AVX2)
+// Both lut16 passes in one sweep over the planes; y = (pass 1) + (pass 2),
+// equal to running lut_tiles_avx2 on each table set and adding.
+void lut16_tiles_avx2(const BitplaneMatrix& w, const LutActivations& a, const LutActivations& res, float* y,
+                      uint32_t tile_begin, uint32_t tile_end);
 void lut_tiles_avx2(const BitplaneMatrix& w, const LutActivations& a, float* y,
                     uint32_t tile_begin, uint32_t tile_end);
 #endif

@@ -92,6 +92,22 @@ void top_candidates(const float* v, size_t n, size_t c, std::vector<int64_t>& id
   }
 }
 
+// The first maximum of the masked row, as numpy argmax; NaN never wins.
+int32_t greedy_token(const float* x, size_t vocab, const Special& sp, int64_t step, bool at_max) {
+  if (at_max) return sp.eos;  // everything else is masked to -inf
+  int32_t best = -1;
+  float best_v = kNegInf;
+  for (size_t j = 0; j < vocab; ++j) {
+    const int32_t t = int32_t(j);
+    if (t == sp.pad || t == sp.bos || (t == sp.eos && step < kMinLen)) continue;
+    if (best < 0 || x[j] > best_v) {
+      best = t;
+      best_v = x[j] == x[j] ? x[j] : kNegInf;
+    }
+  }
+  return best < 0 ? sp.eos : best;
+}
+
 }  // namespace
 
 std::vector<std::vector<int32_t>> greedy_search(const StepFn& step_fn, State state,
@@ -103,17 +119,17 @@ std::vector<std::vector<int32_t>> greedy_search(const StepFn& step_fn, State sta
   std::vector<int64_t> active(bsz);
   std::iota(active.begin(), active.end(), 0);
   std::vector<int64_t> last(bsz, sp.eos);
-  std::vector<float> lp;
   for (int64_t step = 0; !active.empty(); ++step) {
     const Tensor logits = step_fn(last, state);
     std::vector<bool> at_max(active.size());
     for (size_t i = 0; i < active.size(); ++i) at_max[i] = step >= max_lens[size_t(active[i])];
     const size_t v = size_t(sp.vocab);
-    masked_log_probs(logits.data<float>(), active.size(), v, sp, step, at_max, lp);
     std::vector<int64_t> keep, next_active, next_last;
     for (size_t i = 0; i < active.size(); ++i) {
-      const float* row = lp.data() + i * v;
-      const int32_t tok = int32_t(std::max_element(row, row + v) - row);  // first maximum, as numpy argmax
+      // log_softmax is monotonic, so the argmax of the masked logits is the
+      // reference's argmax of the masked log-probabilities (which differ only
+      // where subtracting the row's log-sum-exp rounds two logits together).
+      const int32_t tok = greedy_token(logits.data<float>() + i * v, v, sp, step, at_max[i]);
       if (tok != sp.eos) {
         hyps[size_t(active[i])].push_back(tok);
         keep.push_back(int64_t(i));

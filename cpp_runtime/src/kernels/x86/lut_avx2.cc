@@ -104,7 +104,78 @@ void tile_avx2_columns(const uint8_t* W, const float* A, uint32_t q, const LutAc
     for (int k = 0; k < 4; ++k) _mm256_storeu_ps(out[c] + 8 * k, facc[c][k]);
 }
 
+// Both passes of the lut16 mode in one sweep (bcq_gemm.h): each plane byte is
+// loaded and split into nibbles once and looked up in the int8 tables and in
+// the residual tables, so the weights stream from memory once instead of
+// twice. The two float accumulations are kept apart and added at the end, in
+// the order of two separate passes, so results equal the two-pass variants'.
+template <uint32_t NB>
+void tile_avx2_lut16(const uint8_t* W, const float* A, uint32_t q, const LutActivations& a,
+                     const LutActivations& res, const BitplaneLayout& L, size_t b0, float (*out)[kTileRows]) {
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  const __m256i ones = _mm256_set1_epi8(1);
+  __m256 fhi[NB][4], fres[NB][4];
+  for (uint32_t c = 0; c < NB; ++c)
+    for (int k = 0; k < 4; ++k) fhi[c][k] = fres[c][k] = _mm256_setzero_ps();
+  for (size_t blk = 0; blk < L.blocks.size(); ++blk) {
+    const LutBlock& B = L.blocks[blk];
+    for (uint32_t i = 0; i < q; ++i) {
+      __m256i h0[NB], h1[NB], r0[NB], r1[NB];
+      for (uint32_t c = 0; c < NB; ++c) h0[c] = h1[c] = r0[c] = r1[c] = _mm256_setzero_si256();
+      const uint8_t* wp = W + (size_t(B.byte_begin) * q + i) * kTileRows;
+      for (uint32_t s = B.byte_begin; s < B.byte_end; ++s, wp += q * kTileRows) {
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wp));
+        const __m256i ilo = _mm256_and_si256(v, low4);
+        const __m256i ihi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+        for (uint32_t c = 0; c < NB; ++c) {
+          const int8_t* t2 = a.table(b0 + c) + size_t(2 * s) * 16;
+          const int8_t* u2 = res.table(b0 + c) + size_t(2 * s) * 16;
+          const __m256i tlo = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t2)));
+          const __m256i thi = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t2 + 16)));
+          const __m256i ulo = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u2)));
+          const __m256i uhi = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u2 + 16)));
+          const __m256i rlo = _mm256_shuffle_epi8(tlo, ilo), rhi = _mm256_shuffle_epi8(thi, ihi);
+          const __m256i slo = _mm256_shuffle_epi8(ulo, ilo), shi = _mm256_shuffle_epi8(uhi, ihi);
+          h0[c] = _mm256_add_epi16(h0[c], _mm256_maddubs_epi16(ones, _mm256_unpacklo_epi8(rlo, rhi)));
+          h1[c] = _mm256_add_epi16(h1[c], _mm256_maddubs_epi16(ones, _mm256_unpackhi_epi8(rlo, rhi)));
+          r0[c] = _mm256_add_epi16(r0[c], _mm256_maddubs_epi16(ones, _mm256_unpacklo_epi8(slo, shi)));
+          r1[c] = _mm256_add_epi16(r1[c], _mm256_maddubs_epi16(ones, _mm256_unpackhi_epi8(slo, shi)));
+        }
+      }
+      const float* al = A + (size_t(B.group) * q + i) * kTileRows;
+      for (uint32_t c = 0; c < NB; ++c) {
+        flush_plane(h0[c], h1[c], al, _mm256_set1_ps(a.scales(b0 + c)[blk]), fhi[c]);
+        flush_plane(r0[c], r1[c], al, _mm256_set1_ps(res.scales(b0 + c)[blk]), fres[c]);
+      }
+    }
+  }
+  for (uint32_t c = 0; c < NB; ++c)
+    for (int k = 0; k < 4; ++k) _mm256_storeu_ps(out[c] + 8 * k, _mm256_add_ps(fhi[c][k], fres[c][k]));
+}
+
 }  // namespace
+
+void lut16_tiles_avx2(const BitplaneMatrix& w, const LutActivations& a, const LutActivations& res, float* y,
+                      uint32_t tile_begin, uint32_t tile_end) {
+  const BitplaneLayout& L = w.layout();
+  alignas(32) float outs[2][kTileRows];
+  for (uint32_t t = tile_begin; t < tile_end; ++t) {
+    const uint8_t* W = w.planes() + L.tile_plane_offset[t];
+    const float* A = w.alpha() + L.tile_alpha_offset[t];
+    const uint32_t nrows = std::min(kTileRows, L.rows - t * kTileRows);
+    const uint32_t q = L.tile_bits[t];
+    size_t b = 0;
+    for (; b + 2 <= a.batch; b += 2) {
+      tile_avx2_lut16<2>(W, A, q, a, res, L, b, outs);
+      for (uint32_t c = 0; c < 2; ++c)
+        std::memcpy(y + (b + c) * L.rows + size_t(t) * kTileRows, outs[c], nrows * sizeof(float));
+    }
+    for (; b < a.batch; ++b) {
+      tile_avx2_lut16<1>(W, A, q, a, res, L, b, outs);
+      std::memcpy(y + b * L.rows + size_t(t) * kTileRows, outs[0], nrows * sizeof(float));
+    }
+  }
+}
 
 void lut_tiles_avx2(const BitplaneMatrix& w, const LutActivations& a, float* y, uint32_t tile_begin,
                     uint32_t tile_end) {
