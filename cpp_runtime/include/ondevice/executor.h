@@ -61,6 +61,9 @@ class Executor {
   void set_threads(int threads);
   int threads() const;
   BufferPool::Stats pool_stats() const;
+  // Frees the pool's idle buffers (e.g. an encoder's after each batch: its
+  // activations are sized by the source, and the decoder never reuses them).
+  void trim_pool() const;
 
   // Per-op time of the runs since the last reset, when profiling is on
   // (ONDEVICE_PROFILE=1 in the environment at load, or enable_profiling()).

@@ -214,6 +214,7 @@ void Executor::set_threads(int threads) {
 }
 int Executor::threads() const { return impl_->options.threads; }
 BufferPool::Stats Executor::pool_stats() const { return impl_->pool->stats(); }
+void Executor::trim_pool() const { impl_->pool->trim(); }
 
 void Executor::enable_profiling(bool on) { impl_->profiling = on; }
 void Executor::reset_profile() {

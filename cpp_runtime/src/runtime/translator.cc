@@ -182,6 +182,9 @@ search::State Translator::Impl::encode_batch(const std::vector<std::vector<int32
     src_lens.push_back(n);
   }
   std::vector<Tensor> out = encoder->run({{"src_tokens", src}});
+  // The encoder's activations scale with the batch's source length; keeping
+  // them pooled would hold the largest batch's peak for the Translator's life.
+  encoder->trim_pool();
   std::map<std::string, Tensor> by_name;
   for (size_t i = 0; i < out.size(); ++i) by_name[encoder_outputs[i]] = out[i];
   search::State st;
