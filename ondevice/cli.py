@@ -252,6 +252,23 @@ def _cmd_bench_kernels(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_profile(args: argparse.Namespace) -> int:
+    from .bench import profile as bp
+    from .translator import default_model_dir
+
+    model = Path(args.model) if args.model else default_model_dir()
+    if (model / "onnx" / "manifest.json").is_file():
+        model = model / "onnx"
+    src = args.src or str(Path(__file__).resolve().parent.parent / "data" / "en-de" / "test_bible.en")
+    sentences = bp.read_sentences(src, args.limit)
+    configs = [(t, b, k) for t in args.threads for b in args.batch for k in args.beam]
+    command = " ".join(["ondevice", "bench", "profile", *sys.argv[3:]])
+    rows = bp.profile_native(model, sentences, configs, kernel=args.kernel)
+    path = bp.write_profile(rows, args.out, command=command)
+    print(path.read_text(encoding="utf-8"))
+    return 0
+
+
 def _cmd_bench_translate(args: argparse.Namespace) -> int:
     from .bench import translate as bt
 
@@ -533,6 +550,19 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--out", default=None, help="directory for <name>.json and <name>.md (e.g. benchmarks)")
     bt.add_argument("--name", default="translate", help="report file name stem (default translate)")
     bt.set_defaults(func=_cmd_bench_translate)
+    bp = bs.add_parser("profile", help="time per operator of the native runtime (where the time goes)",
+                       description="Translates held-out sentences with the native runtime once as warm-up and "
+                                   "once with the executor's per-operator timers on, per threads x batch x beam, "
+                                   "and writes <out>/translate_profile.md and .json.")
+    bp.add_argument("--model", default=None, help="ONNX export directory (default: the shipped model)")
+    bp.add_argument("--src", default=None, help="source sentences (default: data/en-de/test_bible.en)")
+    bp.add_argument("--limit", type=int, default=300, help="first N non-empty sentences (default 300)")
+    bp.add_argument("--threads", type=_int_list, default=[1], help="thread counts (default 1)")
+    bp.add_argument("--batch", type=_int_list, default=[1], help="batch sizes (default 1)")
+    bp.add_argument("--beam", type=_int_list, default=[1, 4], help="beam sizes (default 1,4)")
+    bp.add_argument("--kernel", default="", help="bit-plane kernel (default lut16; e.g. lut_avx2, reference)")
+    bp.add_argument("--out", default="benchmarks", help="output directory (default benchmarks)")
+    bp.set_defaults(func=_cmd_bench_profile)
     return p
 
 

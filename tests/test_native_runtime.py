@@ -197,3 +197,17 @@ def test_cli_translates_with_the_native_default():
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == Translator(beam_size=1).translate("The house is small.")
+
+
+def test_bench_profile_reports_time_per_operator(tmp_path):
+    from ondevice.bench.profile import profile_native, read_sentences, write_profile
+
+    sentences = read_sentences(CI_SETS / "ci_bible.en", 3)
+    rows = profile_native(SHIPPED / "onnx", sentences, [(1, 1, 1), (1, 2, 2)])
+    for r in rows:
+        ops = {o["op"]: o for o in r["ops"]}
+        assert ops["ondevice.BitPlaneMatMul"]["calls"] > 0 and ops["ondevice.BitPlaneMatMul"]["seconds"] > 0
+        assert 0 < r["graph_s"] <= r["wall_s"]
+    md = write_profile(rows, tmp_path, command="test").read_text(encoding="utf-8")
+    assert "ondevice.BitPlaneMatMul" in md and "outside graphs" in md
+    assert (tmp_path / "translate_profile.json").is_file()

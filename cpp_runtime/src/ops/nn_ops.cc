@@ -61,6 +61,9 @@ class MatMulKernel : public OpKernel {
     // Work items: (batch, block of rows); ~64k multiply-adds per item at least.
     const int64_t rows_per = std::max<int64_t>(1, std::min<int64_t>(m, 65536 / std::max<int64_t>(1, k * n)));
     const int64_t blocks = (m + rows_per - 1) / rows_per;
+    // At least ~32k multiply-adds per thread: a decoder step's attention
+    // products (one query row) are far cheaper than waking another thread.
+    const size_t grain = size_t(std::max<int64_t>(1, 32768 / std::max<int64_t>(1, rows_per * k * n)));
     detail::parallel_for(size_t(nb * blocks), ctx.threads, [&](size_t w0, size_t w1) {
       for (size_t w = w0; w < w1; ++w) {
         const int64_t bi = int64_t(w) / blocks, r0 = (int64_t(w) % blocks) * rows_per;
@@ -68,7 +71,7 @@ class MatMulKernel : public OpKernel {
         detail::gemm_f32(size_t(r1 - r0), size_t(n), size_t(k), pa + oa[size_t(bi)] + r0 * k, size_t(k),
                          pb + ob[size_t(bi)], size_t(n), pc + (bi * m + r0) * n, size_t(n));
       }
-    });
+    }, grain);
   }
 
  private:
