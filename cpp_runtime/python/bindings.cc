@@ -137,6 +137,22 @@ nb::object array_from_tensor(const Tensor& t) {
   return nb::cast(nb::ndarray<nb::numpy>(data, shape.size(), shape.data(), owner, nullptr, dt));
 }
 
+nb::dict stats_dict(const BufferPool::Stats& s) {
+  nb::dict d;
+  d["heap_allocations"] = s.heap_allocations;
+  d["reuses"] = s.reuses;
+  d["bytes_held"] = s.bytes_held;
+  d["bytes_free"] = s.bytes_free;
+  return d;
+}
+
+// (op, calls, seconds) tuples, slowest first.
+nb::list profile_list(const std::vector<Executor::OpTime>& times) {
+  nb::list l;
+  for (const Executor::OpTime& t : times) l.append(nb::make_tuple(t.op, t.calls, t.seconds));
+  return l;
+}
+
 // The graph executor on numpy arrays (tests compare it with onnxruntime).
 class PyExecutor {
  public:
@@ -253,21 +269,9 @@ NB_MODULE(_core, m) {
       .def("run", &PyExecutor::run, nb::arg("feeds"), "outputs (numpy arrays) in output_names order")
       .def_prop_ro("input_names", [](PyExecutor& e) { return e.exec().input_names(); })
       .def_prop_ro("output_names", [](PyExecutor& e) { return e.exec().output_names(); })
-      .def("pool_stats", [](PyExecutor& e) {
-        const BufferPool::Stats s = e.exec().pool_stats();
-        nb::dict d;
-        d["heap_allocations"] = s.heap_allocations;
-        d["reuses"] = s.reuses;
-        d["bytes_held"] = s.bytes_held;
-        d["bytes_free"] = s.bytes_free;
-        return d;
-      })
+      .def("pool_stats", [](PyExecutor& e) { return stats_dict(e.exec().pool_stats()); })
       .def("enable_profiling", [](PyExecutor& e, bool on) { e.exec().enable_profiling(on); })
-      .def("profile", [](PyExecutor& e) {
-        nb::list l;
-        for (const Executor::OpTime& t : e.exec().profile()) l.append(nb::make_tuple(t.op, t.calls, t.seconds));
-        return l;
-      })
+      .def("profile", [](PyExecutor& e) { return profile_list(e.exec().profile()); })
       .def_static("supported_ops", &Executor::supported_ops);
 
   nb::class_<PyTranslator>(m, "Translator", "The native translator over an exported model directory")
@@ -285,19 +289,8 @@ NB_MODULE(_core, m) {
       .def_prop_ro("target_language", [](const PyTranslator& t) { return t.get().target_language(); })
       .def_prop_ro("max_positions", [](const PyTranslator& t) { return t.get().max_positions(); })
       .def("enable_profiling", [](PyTranslator& t, bool on) { t.get().enable_profiling(on); })
-      .def("profile", [](const PyTranslator& t) {
-        nb::list l;
-        for (const Executor::OpTime& x : t.get().profile()) l.append(nb::make_tuple(x.op, x.calls, x.seconds));
-        return l;
-      })
-      .def("pool_stats", [](const PyTranslator& t) {
-        const BufferPool::Stats s = t.get().pool_stats();
-        nb::dict d;
-        d["heap_allocations"] = s.heap_allocations;
-        d["reuses"] = s.reuses;
-        d["bytes_held"] = s.bytes_held;
-        return d;
-      });
+      .def("profile", [](const PyTranslator& t) { return profile_list(t.get().profile()); })
+      .def("pool_stats", [](const PyTranslator& t) { return stats_dict(t.get().pool_stats()); });
   m.attr("TILE_ROWS") = kTileRows;
   m.attr("FORMAT_VERSION") = nb::make_tuple(kFormatVersionMajor, kFormatVersionMinor);
 }

@@ -27,6 +27,7 @@ from .. import __version__
 from ..atomic import atomic_write_text
 from ..bcq_matrix import BCQMatrix, quantize_bcq
 from . import peers
+from .machine import cpuinfo_fields
 
 FULL_SHAPES = [(512, 512), (2048, 512), (512, 2048), (4096, 4096)]
 QUICK_SHAPES = [(512, 512), (2048, 512)]
@@ -74,18 +75,12 @@ def machine_info() -> dict:
                   "python": sys.version.split()[0], "numpy": np.__version__, "ondevice": __version__,
                   "kernel": _core.default_variant(), "cores": os.cpu_count()}
     info["isa"], info["cpu_id"], info["caches"] = [], "", ""
-    try:
-        fields: dict[str, str] = {}
-        for line in Path("/proc/cpuinfo").read_text().split("\n\n", 1)[0].splitlines():
-            key, _, value = line.partition(":")
-            fields[key.strip()] = value.strip()
-        flags = fields.get("flags", fields.get("Features", "")).split()
-        info["isa"] = [f for f in ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "asimd",
-                                   "asimddp") if f in flags]
-        info["cpu_id"] = ", ".join(f"{k} {fields[k]}" for k in ("cpu family", "model", "stepping", "cpu MHz")
-                                   if k in fields)
-    except OSError:
-        pass
+    fields = cpuinfo_fields()
+    flags = fields.get("flags", fields.get("Features", "")).split()
+    info["isa"] = [f for f in ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "asimd",
+                               "asimddp") if f in flags]
+    info["cpu_id"] = ", ".join(f"{k} {fields[k]}" for k in ("cpu family", "model", "stepping", "cpu MHz")
+                               if k in fields)
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
         info["caches"] = "; ".join(" ".join(line.split()) for line in lscpu.splitlines() if " cache:" in line)

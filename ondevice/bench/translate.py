@@ -44,6 +44,7 @@ from typing import Any, Callable, Sequence
 from ..atomic import atomic_write_text
 from ..errors import ConfigError, DataError
 from . import engines as eng
+from .machine import cpuinfo_fields
 
 __all__ = ["Cell", "BenchOptions", "TokenCounter", "default_paths", "load_texts", "run_worker", "summarise",
            "add_comparisons", "targets", "machine_info", "to_markdown", "write_report", "run_benchmark"]
@@ -343,13 +344,7 @@ def machine_info() -> dict[str, Any]:
                             "platform": platform.platform(), "python": sys.version.split()[0],
                             "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0))
                             if hasattr(os, "sched_getaffinity") else os.cpu_count()}
-    fields: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().split("\n\n", 1)[0].splitlines():
-            key, _, value = line.partition(":")
-            fields[key.strip()] = value.strip()
-    except OSError:
-        pass
+    fields = cpuinfo_fields()
     info["cpu"] = fields.get("model name") or platform.processor() or platform.machine()
     info["cpu_id"] = ", ".join(f"{k} {fields[k]}" for k in ("cpu family", "model", "stepping", "cpu MHz", "cache size")
                                if k in fields)

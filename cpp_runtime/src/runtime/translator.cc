@@ -47,32 +47,6 @@ void verify_files(const std::string& dir, const JsonValue& files, bool checksums
   }
 }
 
-bool valid_utf8(const std::string& s) {
-  size_t i = 0;
-  const size_t n = s.size();
-  while (i < n) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    size_t len;
-    uint32_t cp;
-    if (c < 0x80) { ++i; continue; }
-    if ((c & 0xE0) == 0xC0) { len = 2; cp = c & 0x1F; }
-    else if ((c & 0xF0) == 0xE0) { len = 3; cp = c & 0x0F; }
-    else if ((c & 0xF8) == 0xF0) { len = 4; cp = c & 0x07; }
-    else return false;
-    if (i + len > n) return false;
-    for (size_t k = 1; k < len; ++k) {
-      const unsigned char d = static_cast<unsigned char>(s[i + k]);
-      if ((d & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (d & 0x3F);
-    }
-    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-        (cp >= 0xD800 && cp <= 0xDFFF))
-      return false;
-    i += len;
-  }
-  return true;
-}
-
 }  // namespace
 
 struct Translator::Impl {
@@ -85,6 +59,8 @@ struct Translator::Impl {
   std::vector<std::string> encoder_outputs;
   std::string tokens_input = "tokens", mask_name = "src_pad_mask";
   std::vector<std::string> cross, past, present;
+  size_t logits_at = 0;            // position of "logits" among the decoder's outputs
+  std::vector<size_t> present_at;  // position of present[i] among them
 
   void load(const std::string& model_dir);
   search::State encode_batch(const std::vector<std::vector<int32_t>>& ids, std::vector<int64_t>& src_lens) const;
@@ -166,6 +142,10 @@ void Translator::Impl::load(const std::string& model_dir) {
   if (decoder->input_names().size() != dec_in.size())
     throw FormatError(dir + ": the decoder_step graph has inputs the manifest does not describe");
   encoder_outputs = encoder->output_names();
+  const std::vector<std::string>& outs = decoder->output_names();
+  auto position = [&outs](const std::string& n) { return size_t(std::find(outs.begin(), outs.end(), n) - outs.begin()); };
+  logits_at = position("logits");
+  for (const std::string& p : present) present_at.push_back(position(p));
 }
 
 search::State Translator::Impl::encode_batch(const std::vector<std::vector<int32_t>>& ids,
@@ -208,14 +188,10 @@ Tensor Translator::Impl::step(const std::vector<int64_t>& tokens, search::State&
   feeds.insert(feeds.end(), state.per_sentence.begin(), state.per_sentence.end());
   feeds.insert(feeds.end(), state.per_hypothesis.begin(), state.per_hypothesis.end());
   std::vector<Tensor> out = decoder->run(feeds);
-  const std::vector<std::string>& names = decoder->output_names();
-  Tensor logits;
-  std::map<std::string, size_t> at;
-  for (size_t i = 0; i < names.size(); ++i) at[names[i]] = i;
-  logits = out[at.at("logits")];
+  const Tensor& logits = out[logits_at];
   if (logits.rank() != 2 || logits.dim(0) != int64_t(tokens.size()) || logits.dim(1) != special.vocab)
     throw FormatError(dir + ": decoder logits have shape " + shape_string(logits.shape()));
-  for (size_t i = 0; i < past.size(); ++i) state.per_hypothesis[i].second = out[at.at(present[i])];
+  for (size_t i = 0; i < past.size(); ++i) state.per_hypothesis[i].second = out[present_at[i]];
   return logits;
 }
 
@@ -232,7 +208,6 @@ std::vector<int32_t> Translator::encode(const std::string& sentence) const {
   if (sentence.size() > kMaxInputBytes)
     throw ArgumentError("input of " + std::to_string(sentence.size()) + " bytes is longer than the limit of " +
                         std::to_string(kMaxInputBytes));
-  if (!valid_utf8(sentence)) throw ArgumentError("input is not valid UTF-8");
   std::vector<int32_t> ids = impl_->tokenizer->encode(sentence);
   if (ids.empty()) return ids;
   ids.push_back(impl_->special.eos);
