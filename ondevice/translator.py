@@ -122,6 +122,12 @@ class Translator:
             if len(s) > MAX_INPUT_CHARS:
                 raise DataError(f"sentence {i} has {len(s):,} characters, more than the limit of "
                                 f"{MAX_INPUT_CHARS:,}; split it into sentences")
+            if not s.isascii():
+                try:  # lone surrogates: e.g. a command-line argument that was not UTF-8
+                    s.encode("utf-8")
+                except UnicodeEncodeError as e:
+                    raise DataError(f"sentence {i} is not valid UTF-8 text ({e.reason} at character "
+                                    f"{e.start})") from None
             texts.append(" ".join(s.split()))
         todo = [i for i, t in enumerate(texts) if t]
         out = [""] * len(texts)
@@ -216,5 +222,11 @@ def decode_lines(data: bytes, origin: str = "input") -> list[str]:
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
         raise DataError(f"{origin}: line {line} is not valid UTF-8 (byte offset {e.start})") from None
-    return text.splitlines()
+    # Lines end at "\n" only (a "\r" before it is dropped): str.splitlines() would also break at
+    # form feeds, \x1c-\x1e, NEL and U+2028/9, and the output would no longer match the input line
+    # for line.
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [s[:-1] if s.endswith("\r") else s for s in lines]
 

@@ -33,6 +33,15 @@ using Shape = std::vector<int64_t>;
 int64_t shape_numel(const Shape& shape);
 std::string shape_string(const Shape& shape);
 
+// The largest buffer Tensor::allocate() hands out. The models this runtime runs
+// need at most a few hundred MiB for their largest tensor (attention scores and
+// logits of a full batch); without a bound, a hostile graph of a few hundred
+// bytes (a Pad, a broadcast or a Reshape of constants with huge sizes, folded
+// at load or computed per call) could ask for up to 2^40 elements: an
+// allocation that fails as std::bad_alloc, or one that succeeds and exhausts
+// the device's memory.
+inline constexpr uint64_t kMaxTensorBytes = uint64_t(1) << 30;
+
 class BufferPool;
 
 class Tensor {
@@ -40,7 +49,8 @@ class Tensor {
   Tensor() = default;
   // A view of bytes that `owner` keeps alive; the tensor never writes them.
   static Tensor borrowed(DType dtype, Shape shape, const void* data, std::shared_ptr<const void> owner);
-  // Fresh, uninitialized storage from `pool` (or the heap when pool is null).
+  // Fresh, uninitialized storage from `pool` (or the heap when pool is null);
+  // ArgumentError if it would take more than kMaxTensorBytes.
   static Tensor allocate(DType dtype, Shape shape, BufferPool* pool);
 
   DType dtype() const { return dtype_; }

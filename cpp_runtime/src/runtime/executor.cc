@@ -132,6 +132,15 @@ void Executor::Impl::prepare() {
       throw FormatError("node '" + node.name + "': operator " + st.op + " is not supported by this runtime (it runs: " +
                         known + ")");
     }
+    // Every operator here computes one output (LayerNormalization's optional Mean and
+    // InvStdDev must be omitted). Kernels write outputs[0] and nothing else: a node without
+    // outputs would make them write past the end of the list, and a second named output
+    // would be a value that later nodes read although nothing computed it.
+    if (node.outputs.empty()) throw FormatError("node '" + node.name + "': " + st.op + " has no outputs");
+    for (size_t i = 1; i < node.outputs.size(); ++i)
+      if (!node.outputs[i].empty())
+        throw FormatError("node '" + node.name + "': " + st.op + " has " + std::to_string(node.outputs.size()) +
+                          " outputs; this runtime computes only the first (the others must be omitted)");
     ops::NodeSpec spec;
     spec.node = &node;
     for (const std::string& in : node.inputs) {
@@ -197,10 +206,13 @@ Executor::Executor(Executor&&) noexcept = default;
 Executor& Executor::operator=(Executor&&) noexcept = default;
 
 Executor Executor::load(const std::string& path, ExecutorOptions options) {
+  if (options.threads < 1) throw ArgumentError("threads must be >= 1");  // the caller's error, not the file's
   auto model = std::make_shared<onnx::Model>(onnx::load_onnx_model(path));
   try {
     return Executor(std::move(model), options);
-  } catch (const FormatError& e) {
+  } catch (const Error& e) {
+    // Also ArgumentError from folding constants (shapes that do not fit, a tensor over
+    // kMaxTensorBytes): at load, that too is a problem of the file.
     throw FormatError(path + ": " + e.what());
   }
 }

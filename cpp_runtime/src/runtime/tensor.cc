@@ -75,7 +75,11 @@ Tensor Tensor::borrowed(DType dtype, Shape shape, const void* data, std::shared_
 Tensor Tensor::allocate(DType dtype, Shape shape, BufferPool* pool) {
   Tensor t;
   t.dtype_ = dtype;
-  t.numel_ = shape_numel(shape);
+  t.numel_ = shape_numel(shape);  // <= 2^40, so the product below cannot overflow
+  if (uint64_t(t.numel_) * dtype_size(dtype) > kMaxTensorBytes)
+    throw ArgumentError("a " + std::string(dtype_name(dtype)) + " tensor of shape " + shape_string(shape) +
+                        " would take " + std::to_string(uint64_t(t.numel_) * dtype_size(dtype)) +
+                        " bytes, more than the limit of " + std::to_string(kMaxTensorBytes));
   t.shape_ = std::move(shape);
   const size_t bytes = std::max<size_t>(1, size_t(t.numel_) * dtype_size(dtype));
   std::shared_ptr<void> buf;
