@@ -26,5 +26,12 @@ class DataError(OndeviceError, ValueError):
     """Training/evaluation data is missing, corrupt or unusable (e.g. a bad database or an empty corpus)."""
 
 
+class AudioError(DataError):
+    """Speech input cannot be used: a missing, empty, truncated or non-audio file, an unsupported
+    encoding, non-finite samples, or audio too short / too long / at a sample rate out of range for
+    spoken-intent recognition (``ondevice.slu.audio``). A :class:`DataError`, so handlers of bad input
+    data in general catch it too."""
+
+
 class ConfigError(OndeviceError, ValueError):
     """A configuration file or option is invalid (unknown keys, wrong types, out-of-range values)."""
