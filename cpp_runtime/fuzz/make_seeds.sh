@@ -169,7 +169,8 @@ else:
     print("make_seeds: no sentencepiece package: no tiny trained tokenizer seed", file=sys.stderr)
 
 # --- onnx_model: every standard op the executor runs, once on constants (folded at load) and once
-# on graph inputs (run per call): the shipped graphs lack some (Pad, Gather, CumSum, Equal, Not).
+# on graph inputs (run per call): the shipped graphs lack some (Pad, Gather, CumSum, Equal, Not, and the
+# SLU ops Slice, ArgMax, Sub, Div, ReduceMean, Sqrt, Gather on axis 1).
 try:
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
@@ -189,6 +190,13 @@ else:
         "w": np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4),
         "scale": np.ones(3, np.float32),
         "bias": np.zeros(3, np.float32),
+        "sl_starts": np.array([-1, 0], np.int64),
+        "sl_ends": np.array([np.iinfo(np.int64).min, 2], np.int64),
+        "sl_axes": np.array([-1, 0], np.int64),
+        "sl_steps": np.array([-2, 1], np.int64),
+        "one": np.array([1], np.int64),
+        "zeros2": np.array([0, 0], np.int64),
+        "rm_axes": np.array([-1], np.int64),
     }
     N = helper.make_node
     nodes = [
@@ -209,10 +217,20 @@ else:
         N("Softmax", ["x"], ["soft"], axis=-1),
         N("Unsqueeze", ["x", "axes0"], ["unsq"]), N("Squeeze", ["unsq", "axes0"], ["sq"]),
         N("Transpose", ["cf"], ["tr_c"], perm=[1, 0]), N("Transpose", ["x"], ["tr_x"], perm=[1, 0]),
+        N("Sub", ["x", "cf"], ["sub_x"]), N("Div", ["ci", "one"], ["div_c"]), N("Div", ["ids", "one"], ["div_x"]),
+        N("Slice", ["cf", "sl_starts", "sl_ends", "sl_axes", "sl_steps"], ["slice_c"]),
+        N("Sub", ["shape_x", "one"], ["sl_end_x"]), N("Slice", ["x", "zeros2", "sl_end_x"], ["slice_x"]),
+        N("ArgMax", ["cf"], ["amax_c"], axis=-1, keepdims=0),
+        N("ArgMax", ["x"], ["amax_x"], axis=0, keepdims=1, select_last_index=1),
+        N("ReduceMean", ["cf", "rm_axes"], ["rmean_c"], keepdims=1), N("ReduceMean", ["x"], ["rmean_x"], keepdims=0),
+        N("ReduceMean", ["x", "axes0"], ["rmean_x0"], keepdims=0, noop_with_empty_axes=1),
+        N("Sqrt", ["cf"], ["sqrt_c"]), N("Sqrt", ["x"], ["sqrt_x"]),
+        N("Gather", ["x", "axis1"], ["gat1_x"], axis=1),
     ]
     outputs = ["relu", "mul_c", "cast_c", "cast_x", "cat_c", "cat_x", "cos_c", "sin_x", "cum_c", "cum_x", "where",
                "gat_c", "gat_x", "ident", "ln", "mm", "pad_c", "pad_x", "resh_c", "resh_x", "shape_x", "soft", "sq",
-               "tr_c", "tr_x"]
+               "tr_c", "tr_x", "sub_x", "div_c", "div_x", "slice_c", "slice_x", "amax_c", "amax_x", "rmean_c",
+               "rmean_x", "rmean_x0", "sqrt_c", "sqrt_x", "gat1_x"]
     g = helper.make_graph(
         nodes, "op_zoo",
         [helper.make_tensor_value_info("x", F, [2, 3]), helper.make_tensor_value_info("ids", I64, [2, 3])],

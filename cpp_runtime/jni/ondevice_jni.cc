@@ -1,5 +1,6 @@
-// JNI bindings of ai.ondevice.Translator (cpp_runtime/jni/java/ai/ondevice/Translator.java)
-// over ondevice::Translator.
+// JNI bindings of ai.ondevice.Translator and ai.ondevice.Understander
+// (cpp_runtime/jni/java/ai/ondevice/) over ondevice::Translator and
+// ondevice::Understander.
 //
 // Rules every entry point follows:
 //  * No C++ exception crosses into the JVM: each body runs inside guard(), which
@@ -16,9 +17,13 @@
 //  * After every JNI call that can raise a Java exception the code checks for
 //    it and unwinds (JavaPending) without calling JNI again, so the pending
 //    exception reaches the caller (clean under -Xcheck:jni).
-//  * The handle is an ondevice::Translator* as a jlong. The Java class owns it
-//    and serializes nativeDestroy against translations with a read-write lock;
-//    the native Translator itself is safe to use from several threads.
+//  * The handle is an ondevice::Translator* (ondevice::Understander*) as a
+//    jlong. The Java class owns it and serializes nativeDestroy against calls
+//    with a read-write lock; the native objects themselves are safe to use
+//    from several threads.
+//  * Audio crosses as a float[] copied with GetFloatArrayRegion (no critical
+//    section held while the model runs, so the GC is never blocked), after the
+//    length was checked (a huge array is rejected before it is copied).
 #include <jni.h>
 
 #include <cstdint>
@@ -30,11 +35,13 @@
 
 #include "ondevice/error.h"
 #include "ondevice/translator.h"
+#include "ondevice/understander.h"
 
 #ifdef ONDEVICE_JNI_GENERATED_HEADER
-// `javac -h` output for Translator.java: a native method whose Java
-// declaration and C++ definition disagree fails to compile here.
+// `javac -h` output for Translator.java and Understander.java: a native method
+// whose Java declaration and C++ definition disagree fails to compile here.
 #include "ai_ondevice_Translator.h"
+#include "ai_ondevice_Understander.h"
 #endif
 
 namespace {
@@ -48,6 +55,8 @@ jclass g_string = nullptr;
 jclass g_ondevice_exception = nullptr;
 jclass g_model_format_exception = nullptr;
 jclass g_invalid_input_exception = nullptr;
+jclass g_intent = nullptr;
+jmethodID g_intent_init = nullptr;  // Intent(String, float, String, float, String, float, float[], float[], float[])
 
 void check(JNIEnv* env) {
   if (env->ExceptionCheck()) throw JavaPending{};
@@ -183,6 +192,19 @@ const ondevice::Translator* translator_of(jlong handle) {
   return reinterpret_cast<const ondevice::Translator*>(static_cast<intptr_t>(handle));
 }
 
+const ondevice::Understander* understander_of(jlong handle) {
+  if (handle == 0) throw ondevice::Error("the Understander is closed");  // Java checks first
+  return reinterpret_cast<const ondevice::Understander*>(static_cast<intptr_t>(handle));
+}
+
+jfloatArray to_java(JNIEnv* env, const std::vector<float>& v) {
+  jfloatArray a = env->NewFloatArray(jsize(v.size()));
+  check(env);
+  if (!v.empty()) env->SetFloatArrayRegion(a, 0, jsize(v.size()), v.data());
+  check(env);
+  return a;
+}
+
 jclass global_class(JNIEnv* env, const char* name) {
   jclass local = env->FindClass(name);
   if (local == nullptr) return nullptr;
@@ -204,7 +226,8 @@ JNIEXPORT jint JNICALL JNI_OnLoad(JavaVM* vm, void* /*reserved*/) {
   } classes[] = {{&g_string, "java/lang/String"},
                  {&g_ondevice_exception, "ai/ondevice/OndeviceException"},
                  {&g_model_format_exception, "ai/ondevice/ModelFormatException"},
-                 {&g_invalid_input_exception, "ai/ondevice/InvalidInputException"}};
+                 {&g_invalid_input_exception, "ai/ondevice/InvalidInputException"},
+                 {&g_intent, "ai/ondevice/Intent"}};
   for (const auto& c : classes) {
     *c.slot = global_class(env, c.name);
     if (*c.slot == nullptr) {
@@ -215,6 +238,13 @@ JNIEXPORT jint JNICALL JNI_OnLoad(JavaVM* vm, void* /*reserved*/) {
       std::fprintf(stderr, "libondevice_jni: class %s not found by the loading class loader\n", c.name);
       return JNI_ERR;
     }
+  }
+  g_intent_init = env->GetMethodID(g_intent, "<init>",
+                                   "(Ljava/lang/String;FLjava/lang/String;FLjava/lang/String;F[F[F[F)V");
+  if (g_intent_init == nullptr) {
+    env->ExceptionClear();
+    std::fprintf(stderr, "libondevice_jni: ai.ondevice.Intent has no matching constructor\n");
+    return JNI_ERR;
   }
   return JNI_VERSION_1_6;
 }
@@ -273,6 +303,124 @@ JNIEXPORT jobjectArray JNICALL Java_ai_ondevice_Translator_nativeTranslateBatch(
 JNIEXPORT void JNICALL Java_ai_ondevice_Translator_nativeDestroy(JNIEnv* env, jclass, jlong handle) {
   guard(env, 0, [&]() -> int {
     delete reinterpret_cast<ondevice::Translator*>(static_cast<intptr_t>(handle));
+    return 0;
+  });
+}
+
+JNIEXPORT jlong JNICALL Java_ai_ondevice_Understander_nativeCreate(JNIEnv* env, jclass, jstring model_dir,
+                                                                    jint threads) {
+  return guard(env, jlong(0), [&]() -> jlong {
+    if (model_dir == nullptr) throw ondevice::ArgumentError("model directory is null");
+    ondevice::UnderstanderOptions options;
+    options.threads = int(threads);
+    const std::string dir = to_utf8(env, model_dir, "model directory: ", 1u << 16);
+    auto* u = new ondevice::Understander(dir, options);
+    return static_cast<jlong>(reinterpret_cast<intptr_t>(u));
+  });
+}
+
+JNIEXPORT jlongArray JNICALL Java_ai_ondevice_Understander_nativeLimits(JNIEnv* env, jclass, jlong handle) {
+  return guard(env, static_cast<jlongArray>(nullptr), [&]() -> jlongArray {
+    const ondevice::Understander* u = understander_of(handle);
+    const jlong v[2] = {jlong(u->min_samples()), jlong(u->max_samples())};
+    jlongArray a = env->NewLongArray(2);
+    check(env);
+    env->SetLongArrayRegion(a, 0, 2, v);
+    check(env);
+    return a;
+  });
+}
+
+JNIEXPORT jobjectArray JNICALL Java_ai_ondevice_Understander_nativeLabels(JNIEnv* env, jclass, jlong handle,
+                                                                           jint slot) {
+  return guard(env, static_cast<jobjectArray>(nullptr), [&]() -> jobjectArray {
+    const ondevice::Understander* u = understander_of(handle);
+    const auto& names = ondevice::Understander::slot_names();
+    if (slot < 0 || size_t(slot) >= names.size()) throw ondevice::ArgumentError("no slot " + std::to_string(slot));
+    const std::vector<std::string>& labels = u->labels(names[size_t(slot)]);
+    jobjectArray result = env->NewObjectArray(jsize(labels.size()), g_string, nullptr);
+    check(env);
+    for (size_t i = 0; i < labels.size(); ++i) {
+      jstring s = to_java(env, labels[i]);
+      env->SetObjectArrayElement(result, jsize(i), s);
+      env->DeleteLocalRef(s);
+      check(env);
+    }
+    return result;
+  });
+}
+
+// The manifest's valid intents: String[n][3] (action, object, location);
+// String[0][] when it lists none.
+JNIEXPORT jobjectArray JNICALL Java_ai_ondevice_Understander_nativeIntents(JNIEnv* env, jclass, jlong handle) {
+  return guard(env, static_cast<jobjectArray>(nullptr), [&]() -> jobjectArray {
+    const ondevice::Understander* u = understander_of(handle);
+    const auto& intents = u->intents();
+    jclass string_array = env->FindClass("[Ljava/lang/String;");
+    check(env);
+    jobjectArray result = env->NewObjectArray(jsize(intents.size()), string_array, nullptr);
+    env->DeleteLocalRef(string_array);
+    check(env);
+    for (size_t i = 0; i < intents.size(); ++i) {
+      jobjectArray triple = env->NewObjectArray(3, g_string, nullptr);
+      check(env);
+      for (jsize k = 0; k < 3; ++k) {
+        jstring s = to_java(env, intents[i][size_t(k)]);
+        env->SetObjectArrayElement(triple, k, s);
+        env->DeleteLocalRef(s);
+        check(env);
+      }
+      env->SetObjectArrayElement(result, jsize(i), triple);
+      env->DeleteLocalRef(triple);
+      check(env);
+    }
+    return result;
+  });
+}
+
+JNIEXPORT jobject JNICALL Java_ai_ondevice_Understander_nativeUnderstand(JNIEnv* env, jclass, jlong handle,
+                                                                         jfloatArray pcm) {
+  return guard(env, static_cast<jobject>(nullptr), [&]() -> jobject {
+    const ondevice::Understander* u = understander_of(handle);
+    if (pcm == nullptr) throw ondevice::ArgumentError("audio is null");
+    const jsize n = env->GetArrayLength(pcm);
+    check(env);
+    u->check_length(size_t(n));  // before copying: a huge array costs nothing
+    std::vector<float> samples(static_cast<size_t>(n));
+    if (n > 0) env->GetFloatArrayRegion(pcm, 0, n, samples.data());
+    check(env);
+    const ondevice::IntentResult r = u->understand(samples.data(), samples.size());
+    if (r.slots.size() != 3) throw ondevice::Error("the runtime returned a wrong number of slots");
+    jstring labels[3] = {nullptr, nullptr, nullptr};
+    jfloatArray logits[3] = {nullptr, nullptr, nullptr};
+    auto release = [&] {
+      for (int i = 0; i < 3; ++i) {
+        if (labels[i] != nullptr) env->DeleteLocalRef(labels[i]);
+        if (logits[i] != nullptr) env->DeleteLocalRef(logits[i]);
+      }
+    };
+    jobject intent = nullptr;
+    try {
+      for (int i = 0; i < 3; ++i) {
+        labels[i] = to_java(env, r.slots[size_t(i)].label);
+        logits[i] = to_java(env, r.slots[size_t(i)].logits);
+      }
+      intent = env->NewObject(g_intent, g_intent_init, labels[0], jfloat(r.slots[0].probability), labels[1],
+                              jfloat(r.slots[1].probability), labels[2], jfloat(r.slots[2].probability), logits[0],
+                              logits[1], logits[2]);
+      check(env);
+    } catch (...) {
+      release();
+      throw;
+    }
+    release();
+    return intent;
+  });
+}
+
+JNIEXPORT void JNICALL Java_ai_ondevice_Understander_nativeDestroy(JNIEnv* env, jclass, jlong handle) {
+  guard(env, 0, [&]() -> int {
+    delete reinterpret_cast<ondevice::Understander*>(static_cast<intptr_t>(handle));
     return 0;
   });
 }

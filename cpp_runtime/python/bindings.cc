@@ -15,6 +15,7 @@
 #include "ondevice/error.h"
 #include "ondevice/executor.h"
 #include "ondevice/translator.h"
+#include "ondevice/understander.h"
 
 namespace nb = nanobind;
 using namespace ondevice;
@@ -229,6 +230,46 @@ class PyTranslator {
   std::unique_ptr<Translator> t_;
 };
 
+// The native speech-intent recognizer. understand() releases the GIL, so
+// Python threads sharing one instance run in parallel.
+class PyUnderstander {
+ public:
+  PyUnderstander(const std::string& model_dir, int threads, const std::string& kernel, bool verify_checksums) {
+    UnderstanderOptions o;
+    o.threads = threads;
+    o.kernel = BitplaneKernel::from_name(kernel);
+    o.verify_checksums = verify_checksums;
+    nb::gil_scoped_release release;
+    u_ = std::make_unique<Understander>(model_dir, o);
+  }
+  // {slot: {"label": str, "score": float, "logits": [float, ...]}} for
+  // action, object, location (in that order). The labels are the best valid
+  // intent when the manifest lists "intents" (joint_decoding), else each
+  // slot's arg max.
+  nb::dict understand(nb::ndarray<const float, nb::ndim<1>, nb::c_contig, nb::device::cpu> pcm) const {
+    IntentResult r;
+    {
+      nb::gil_scoped_release release;
+      r = u_->understand(pcm.data(), pcm.shape(0));
+    }
+    nb::dict d;
+    for (const SlotPrediction& p : r.slots) {
+      nb::dict s;
+      s["label"] = p.label;
+      s["score"] = double(p.probability);
+      nb::list logits;
+      for (float v : p.logits) logits.append(double(v));
+      s["logits"] = logits;
+      d[p.slot.c_str()] = s;
+    }
+    return d;
+  }
+  Understander& get() const { return *u_; }
+
+ private:
+  std::unique_ptr<Understander> u_;
+};
+
 }  // namespace
 
 NB_MODULE(_core, m) {
@@ -291,6 +332,34 @@ NB_MODULE(_core, m) {
       .def("enable_profiling", [](PyTranslator& t, bool on) { t.get().enable_profiling(on); })
       .def("profile", [](const PyTranslator& t) { return profile_list(t.get().profile()); })
       .def("pool_stats", [](const PyTranslator& t) { return stats_dict(t.get().pool_stats()); });
+  nb::class_<PyUnderstander>(m, "Understander",
+                             "The native speech-intent recognizer over an exported SLU model directory")
+      .def(nb::init<const std::string&, int, const std::string&, bool>(), nb::arg("model_dir"),
+           nb::arg("threads") = 0, nb::arg("kernel") = "", nb::arg("verify_checksums") = true,
+           "threads: kernel threads per call (0: one per hardware thread)")
+      .def("understand", &PyUnderstander::understand, nb::arg("pcm"),
+           "16 kHz mono float32 PCM (1-D) -> {slot: {'label', 'score', 'logits'}} for action, object, "
+           "location (labels: the best of the manifest's intents when joint_decoding, else each slot's arg "
+           "max); releases the GIL")
+      .def_prop_ro("sample_rate", [](const PyUnderstander& u) { return u.get().sample_rate(); })
+      .def_prop_ro("min_samples", [](const PyUnderstander& u) { return u.get().min_samples(); })
+      .def_prop_ro("max_samples", [](const PyUnderstander& u) { return u.get().max_samples(); })
+      .def_prop_ro("threads", [](const PyUnderstander& u) { return u.get().threads(); })
+      .def_prop_ro("joint_decoding", [](const PyUnderstander& u) { return u.get().joint_decoding(); },
+                   "whether the manifest lists valid intents (understand() decodes over them)")
+      .def_prop_ro(
+          "intents",
+          [](const PyUnderstander& u) {
+            nb::list out;
+            for (const auto& it : u.get().intents()) out.append(nb::make_tuple(it[0], it[1], it[2]));
+            return out;
+          },
+          "the manifest's valid intents as (action, object, location) tuples; [] when it lists none")
+      .def("labels", [](const PyUnderstander& u, const std::string& slot) { return u.get().labels(slot); },
+           nb::arg("slot"))
+      .def("enable_profiling", [](PyUnderstander& u, bool on) { u.get().enable_profiling(on); })
+      .def("profile", [](const PyUnderstander& u) { return profile_list(u.get().profile()); })
+      .def("pool_stats", [](const PyUnderstander& u) { return stats_dict(u.get().pool_stats()); });
   m.attr("TILE_ROWS") = kTileRows;
   m.attr("FORMAT_VERSION") = nb::make_tuple(kFormatVersionMajor, kFormatVersionMinor);
 }

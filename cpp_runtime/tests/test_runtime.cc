@@ -3,7 +3,9 @@
 // shipped model. Built and run natively, under ASan+UBSan and for aarch64
 // under qemu: the translations checked here are the same strings on x86-64
 // and aarch64 (the kernels round identically on both).
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -356,4 +358,775 @@ TEST(translator_rejects_corrupt_model_directories) {
     CHECK_THROWS(Translator(d), FormatError);
     remove_dir(d);
   }
+}
+
+// --- Operators on one-node (or few-node) graphs built in memory: Slice, ArgMax
+// and the int64/float32 arithmetic (Add, Sub, Mul, Div), each against a plain
+// reference written here, on random shapes (odd sizes, empty dimensions,
+// negative axes), constant and computed index inputs, and malformed nodes.
+namespace {
+
+int32_t onnx_type(DType t) {
+  switch (t) {
+    case DType::kFloat32: return onnx::kFloat;
+    case DType::kInt64: return onnx::kInt64;
+    case DType::kInt32: return onnx::kInt32;
+    case DType::kUint8: return onnx::kUint8;
+    case DType::kBool: return onnx::kBool;
+  }
+  return onnx::kUndefined;
+}
+
+// An input of a test graph: a graph input fed at run time, or an initializer.
+struct Value {
+  std::string name;
+  Tensor t;
+  bool constant = false;
+};
+
+onnx::Attribute int_attr(const std::string& name, int64_t v) {
+  onnx::Attribute a;
+  a.name = name;
+  a.type = onnx::AttributeType::kInt;
+  a.i = v;
+  return a;
+}
+
+onnx::Node make_node(const std::string& op, std::vector<std::string> inputs, const std::string& output,
+                     std::vector<onnx::Attribute> attrs = {}) {
+  onnx::Node n;
+  n.name = "n_" + output;
+  n.op_type = op;
+  n.inputs = std::move(inputs);
+  n.outputs = {output};
+  n.attributes = std::move(attrs);
+  return n;
+}
+
+std::shared_ptr<onnx::Model> make_model(std::vector<onnx::Node> nodes, const std::vector<Value>& values,
+                                        const std::vector<std::string>& outputs) {
+  auto m = std::make_shared<onnx::Model>();
+  m->ir_version = 8;
+  m->opset_import.push_back({"", 18});
+  m->graph.nodes = std::move(nodes);
+  for (const Value& v : values) {
+    if (v.constant) {
+      onnx::Tensor t;
+      t.name = v.name;
+      t.data_type = onnx_type(v.t.dtype());
+      t.dims = v.t.shape();
+      t.element_count = uint64_t(v.t.numel());
+      t.byte_size = v.t.nbytes();
+      auto bytes = std::make_shared<std::vector<uint8_t>>(static_cast<const uint8_t*>(v.t.raw()),
+                                                          static_cast<const uint8_t*>(v.t.raw()) + v.t.nbytes());
+      t.data = bytes->data();
+      t.owner = bytes;
+      m->graph.initializers.push_back(t);
+    } else {
+      onnx::ValueInfo vi;
+      vi.name = v.name;
+      vi.type_kind = onnx::ValueInfo::TypeKind::kTensor;
+      vi.elem_type = onnx_type(v.t.dtype());
+      m->graph.inputs.push_back(vi);
+    }
+  }
+  for (const std::string& o : outputs) {
+    onnx::ValueInfo vi;
+    vi.name = o;
+    m->graph.outputs.push_back(vi);
+  }
+  return m;
+}
+
+// Runs `node` (output "y") on `values`; the values not constant are fed.
+Tensor run_one(const onnx::Node& node, const std::vector<Value>& values) {
+  const Executor ex(make_model({node}, values, {"y"}));
+  std::vector<NamedTensor> feeds;
+  for (const Value& v : values)
+    if (!v.constant) feeds.emplace_back(v.name, v.t);
+  return ex.run(feeds)[0];
+}
+
+template <typename T>
+Tensor tensor_of(DType dt, const Shape& shape, const std::vector<T>& v) {
+  Tensor t = Tensor::allocate(dt, shape, nullptr);
+  if (!v.empty()) std::memcpy(const_cast<void*>(t.raw()), v.data(), v.size() * sizeof(T));
+  return t;
+}
+Tensor i64(const Shape& shape, const std::vector<int64_t>& v) { return tensor_of(DType::kInt64, shape, v); }
+Tensor i64(const std::vector<int64_t>& v) { return i64({int64_t(v.size())}, v); }
+Tensor f32(const Shape& shape, const std::vector<float>& v) { return tensor_of(DType::kFloat32, shape, v); }
+
+Tensor random_tensor(DType dt, const Shape& shape, std::mt19937& rng) {
+  Tensor t = Tensor::allocate(dt, shape, nullptr);
+  uint8_t* p = static_cast<uint8_t*>(const_cast<void*>(t.raw()));
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    const uint32_t r = rng();
+    switch (dt) {
+      case DType::kFloat32: { const float f = float(int32_t(r % 2001) - 1000) / 8.0f; std::memcpy(p + 4 * i, &f, 4); break; }
+      case DType::kInt64: { const int64_t v = int64_t(r) - (int64_t(1) << 31) + (int64_t(rng()) << 32); std::memcpy(p + 8 * i, &v, 8); break; }
+      case DType::kInt32: { const int32_t v = int32_t(r); std::memcpy(p + 4 * i, &v, 4); break; }
+      case DType::kUint8: p[i] = uint8_t(r); break;
+      case DType::kBool: p[i] = uint8_t(r & 1u); break;
+    }
+  }
+  return t;
+}
+
+std::vector<int64_t> strides_of(const Shape& s) {
+  std::vector<int64_t> st(s.size(), 1);
+  for (size_t d = s.size(); d-- > 1;) st[d - 1] = st[d] * s[d];
+  return st;
+}
+
+// Calls f(index vector) for every index of `shape`, in row-major order.
+template <typename F>
+void for_each_index(const Shape& shape, F f) {
+  const int64_t total = shape_numel(shape);
+  std::vector<int64_t> idx(shape.size(), 0);
+  for (int64_t o = 0; o < total; ++o) {
+    f(idx);
+    for (size_t d = shape.size(); d-- > 0;) {
+      if (++idx[d] < shape[d]) break;
+      idx[d] = 0;
+    }
+  }
+}
+
+// The positions Slice selects on an axis of `dim` per the ONNX spec (opset 13):
+// negative values count from the end, then starts are clamped to [0, dim]
+// (steps > 0) or [0, dim - 1] (steps < 0) and ends to [0, dim] or [-1, dim - 1];
+// unlike Python, whose negative-step start clamps to -1 (x[-5::-1] of a 3-vector
+// is empty in numpy, [x0] in ONNX and onnxruntime). As onnxruntime, an end of
+// INT64_MAX or INT32_MAX means numpy's None (to the far end in the step's
+// direction). Enumerated in 128-bit arithmetic: the reference Slice.
+std::vector<int64_t> onnx_slice(int64_t start, int64_t stop, int64_t step, int64_t dim) {
+  auto norm = [&](int64_t v, __int128 lo) -> __int128 {
+    __int128 x = v;
+    if (x < 0) x += dim;
+    const __int128 hi = step > 0 ? dim : dim - 1;
+    return x < lo ? lo : x > hi ? hi : x;
+  };
+  std::vector<int64_t> out;
+  if (dim == 0) return out;
+  const __int128 b = norm(start, 0);
+  const __int128 e = stop == INT64_MAX || stop == INT32_MAX ? (step > 0 ? dim : -1) : norm(stop, step > 0 ? 0 : -1);
+  for (__int128 i = b; step > 0 ? i < e : i > e; i += step) out.push_back(int64_t(i));
+  return out;
+}
+
+}  // namespace
+
+TEST(slice_matches_the_onnx_spec_reference_on_random_cases) {
+  std::mt19937 rng(7);
+  const DType types[] = {DType::kFloat32, DType::kInt64, DType::kInt32, DType::kUint8, DType::kBool};
+  int cases = 0, empty = 0, reversed = 0;
+  for (int iter = 0; iter < 1500; ++iter) {
+    const int rank = 1 + int(rng() % 4);
+    Shape shape;
+    for (int d = 0; d < rank; ++d) shape.push_back(int64_t(rng() % 8) - (rng() % 9 == 0 ? int64_t(rng() % 8) : 0));
+    for (int64_t& d : shape) d = std::max<int64_t>(d, 0);
+    const DType dt = types[rng() % 5];
+    const Tensor x = random_tensor(dt, shape, rng);
+    // A random subset of the axes, in random order, some written negative.
+    std::vector<int64_t> axes;
+    for (int d = 0; d < rank; ++d)
+      if (rng() % 3 != 0) axes.push_back(d);
+    std::shuffle(axes.begin(), axes.end(), rng);
+    const bool explicit_axes = !axes.empty() && rng() % 4 != 0;
+    if (!explicit_axes) {  // axes omitted: the first n
+      const size_t k = axes.size();
+      axes.clear();
+      for (size_t i = 0; i < k; ++i) axes.push_back(int64_t(i));
+    }
+    std::vector<int64_t> starts, ends, steps;
+    bool unit_steps = true;
+    for (int64_t a : axes) {
+      const int64_t dim = shape[size_t(a)];
+      auto pick = [&](bool is_end, int64_t step) -> int64_t {
+        switch (rng() % 8) {
+          case 0: return is_end ? (step > 0 ? INT64_MAX : INT64_MIN) : (step > 0 ? 0 : -1);
+          case 1: return step > 0 ? INT64_MIN : INT64_MAX;
+          default: return int64_t(rng() % uint32_t(2 * dim + 7)) - dim - 3;
+        }
+      };
+      const int64_t mags[] = {1, 1, 1, 2, 3, 5, dim + 1, INT64_MAX};
+      int64_t st = mags[rng() % 8];
+      if (rng() % 3 == 0) st = st == INT64_MAX ? INT64_MIN : -st;
+      unit_steps = unit_steps && st == 1;
+      steps.push_back(st);
+      starts.push_back(pick(false, st));
+      ends.push_back(pick(true, st));
+    }
+    std::vector<Value> values = {{"x", x, rng() % 4 == 0}};
+    const bool constant_indices = rng() % 2 == 0;
+    const bool int32_indices = rng() % 5 == 0;
+    auto index_tensor = [&](const std::vector<int64_t>& v) {
+      if (!int32_indices) return i64(v);
+      std::vector<int32_t> w;
+      for (int64_t e : v) w.push_back(int32_t(std::clamp<int64_t>(e, INT32_MIN, INT32_MAX)));
+      return tensor_of(DType::kInt32, {int64_t(w.size())}, w);
+    };
+    if (int32_indices)
+      for (auto* v : {&starts, &ends})
+        for (int64_t& e : *v) e = std::clamp<int64_t>(e, INT32_MIN, INT32_MAX);
+    if (int32_indices)
+      for (int64_t& e : steps) e = std::clamp<int64_t>(e, INT32_MIN, INT32_MAX);
+    values.push_back({"starts", index_tensor(starts), constant_indices});
+    values.push_back({"ends", index_tensor(ends), constant_indices});
+    std::vector<std::string> ins = {"x", "starts", "ends"};
+    std::vector<int64_t> written_axes = axes;
+    for (int64_t& a : written_axes)
+      if (rng() % 2 == 0) a -= rank;
+    const bool with_steps = !unit_steps || rng() % 2 == 0;
+    if (explicit_axes || with_steps) {
+      if (explicit_axes) values.push_back({"axes", index_tensor(written_axes), constant_indices});
+      ins.push_back(explicit_axes ? "axes" : "");
+    }
+    if (with_steps) {
+      values.push_back({"steps", index_tensor(steps), constant_indices});
+      ins.push_back("steps");
+    }
+    // The reference.
+    std::vector<std::vector<int64_t>> pos(static_cast<size_t>(rank));
+    for (int d = 0; d < rank; ++d)
+      for (int64_t i = 0; i < shape[size_t(d)]; ++i) pos[size_t(d)].push_back(i);
+    for (size_t i = 0; i < axes.size(); ++i)
+      pos[size_t(axes[i])] = onnx_slice(starts[i], ends[i], steps[i], shape[size_t(axes[i])]);
+    Shape want_shape;
+    for (const auto& p : pos) want_shape.push_back(int64_t(p.size()));
+    const Tensor y = run_one(make_node("Slice", ins, "y"), values);
+    CHECK_MSG(y.dtype() == dt, "iter " << iter);
+    CHECK_MSG(y.shape() == want_shape, "iter " << iter << ": " << shape_string(y.shape()) << " vs " << shape_string(want_shape)
+              << " axes " << shape_string(written_axes) << " starts " << shape_string(starts) << " ends " << shape_string(ends)
+              << " steps " << shape_string(steps) << " int32 " << int32_indices << " explicit " << explicit_axes);
+    const size_t elem = dtype_size(dt);
+    const std::vector<int64_t> st = strides_of(shape);
+    const uint8_t* px = static_cast<const uint8_t*>(x.raw());
+    const uint8_t* py = static_cast<const uint8_t*>(y.raw());
+    int64_t o = 0;
+    for_each_index(want_shape, [&](const std::vector<int64_t>& idx) {
+      int64_t at = 0;
+      for (size_t d = 0; d < idx.size(); ++d) at += pos[d][size_t(idx[d])] * st[d];
+      CHECK_MSG(std::memcmp(py + o * int64_t(elem), px + at * int64_t(elem), elem) == 0, "iter " << iter << " element " << o);
+      ++o;
+    });
+    ++cases;
+    empty += y.numel() == 0;
+    for (int64_t s : steps) reversed += s < 0;
+  }
+  CHECK(cases == 1500 && empty > 50 && reversed > 200);
+}
+
+TEST(slice_with_indices_computed_by_the_graph) {
+  // y = x[0:d0-1, 0:d1-1] with the ends computed per call from Shape(x) - 1 (Sub on int64),
+  // and z = x[::-1] on the last axis with starts/ends/axes/steps constants.
+  std::vector<Value> values = {{"x", f32({3, 5}, {}), false},
+                               {"zeros", i64({0, 0}), true},
+                               {"one", i64({}, {1}), true},
+                               {"rs", i64({-1}), true},
+                               {"re", i64({INT64_MIN}), true},
+                               {"ra", i64({-1}), true},
+                               {"rst", i64({-1}), true}};
+  const Executor ex(make_model({make_node("Shape", {"x"}, "shp"), make_node("Sub", {"shp", "one"}, "e"),
+                                make_node("Slice", {"x", "zeros", "e"}, "y"),
+                                make_node("Slice", {"x", "rs", "re", "ra", "rst"}, "z")},
+                               values, {"y", "z"}));
+  for (const Shape& s : {Shape{3, 5}, Shape{4, 2}, Shape{1, 1}, Shape{0, 3}}) {
+    std::vector<float> v(size_t(shape_numel(s)));
+    for (size_t i = 0; i < v.size(); ++i) v[i] = float(i);
+    const auto out = ex.run({{"x", f32(s, v)}});
+    const Shape want = {std::max<int64_t>(0, s[0] - 1), std::max<int64_t>(0, s[1] - 1)};
+    CHECK_MSG(out[0].shape() == want, shape_string(out[0].shape()));
+    for (int64_t i = 0; i < want[0]; ++i)
+      for (int64_t j = 0; j < want[1]; ++j) CHECK(out[0].data<float>()[i * want[1] + j] == float(i * s[1] + j));
+    CHECK(out[1].shape() == s);
+    for (int64_t i = 0; i < s[0]; ++i)
+      for (int64_t j = 0; j < s[1]; ++j) CHECK(out[1].data<float>()[i * s[1] + j] == float(i * s[1] + s[1] - 1 - j));
+  }
+}
+
+TEST(slice_rejects_malformed_nodes_and_inputs) {
+  const Tensor x = f32({2, 3}, {0, 1, 2, 3, 4, 5});
+  auto slice = [&](std::vector<Value> idx, std::vector<std::string> ins = {}) {
+    std::vector<Value> values = {{"x", x, false}};
+    std::vector<std::string> names = {"x"};
+    for (const Value& v : idx) {
+      values.push_back(v);
+      names.push_back(v.name);
+    }
+    if (!ins.empty()) names = ins;
+    return run_one(make_node("Slice", names, "y"), values);
+  };
+  // Malformed nodes: FormatError at load, naming the node.
+  CHECK_THROWS(slice({{"s", i64({0}), false}}), FormatError);  // no ends
+  CHECK_THROWS(slice({{"s", i64({0}), false}, {"e", i64({1}), false}}, {"x", "", "e"}), FormatError);
+  CHECK_THROWS(slice({{"s", i64({0}), false}, {"e", i64({1}), false}}, {"x", "s", "e", "", "", "s"}), FormatError);
+  {
+    onnx::Node n = make_node("Slice", {"x", "s", "e"}, "y", {int_attr("starts", 0)});
+    bool named = false;
+    try {
+      run_one(n, {{"x", x, false}, {"s", i64({0}), false}, {"e", i64({1}), false}});
+    } catch (const FormatError& e) {
+      named = std::string(e.what()).find("Slice node 'n_y'") != std::string::npos;
+    }
+    CHECK(named);
+  }
+  // Bad values: ArgumentError (from constants, at load; from fed values, per call).
+  for (bool c : {false, true}) {
+    CHECK_THROWS(slice({{"s", i64({0}), c}, {"e", i64({1, 2}), c}}), ArgumentError);           // lengths differ
+    CHECK_THROWS(slice({{"s", i64({0}), c}, {"e", i64({1}), c}, {"a", i64({2}), c}}), ArgumentError);  // axis 2 of rank 2
+    CHECK_THROWS(slice({{"s", i64({0}), c}, {"e", i64({1}), c}, {"a", i64({-3}), c}}), ArgumentError);
+    CHECK_THROWS(slice({{"s", i64({0, 0}), c}, {"e", i64({1, 1}), c}, {"a", i64({1, -1}), c}}), ArgumentError);
+    CHECK_THROWS(slice({{"s", i64({0}), c}, {"e", i64({1}), c}, {"a", i64({0}), c}, {"st", i64({0}), c}}),
+                 ArgumentError);  // step 0
+    CHECK_THROWS(slice({{"s", i64({1, 1}, {0}), c}, {"e", i64({1, 1}, {1}), c}}), ArgumentError);  // 2-D starts
+    CHECK_THROWS(slice({{"s", f32({1}, {0}), c}, {"e", f32({1}, {1}), c}}), ArgumentError);      // float starts
+    CHECK_THROWS(slice({{"s", i64({0}), c}, {"e", i64({1}), c}, {"a", i64({0, 1}), c}}), ArgumentError);
+  }
+  // Extreme values are clamped, never overflow.
+  for (int64_t st : {INT64_MIN, INT64_MIN + 1, int64_t(-1), int64_t(1), INT64_MAX})
+    for (int64_t s : {INT64_MIN, int64_t(-1), int64_t(0), INT64_MAX})
+      for (int64_t e : {INT64_MIN, int64_t(-1), int64_t(0), INT64_MAX}) {
+        const Tensor y = slice({{"s", i64({s}), false}, {"e", i64({e}), false}, {"a", i64({1}), false},
+                                {"st", i64({st}), false}});
+        CHECK_MSG(y.shape()[1] == int64_t(onnx_slice(s, e, st, 3).size()), st << " " << s << " " << e << " got " << y.shape()[1]);
+      }
+  // A scalar with empty starts/ends is returned as is.
+  const Tensor y = run_one(make_node("Slice", {"x", "s", "e"}, "y"),
+                           {{"x", f32({}, {7}), false}, {"s", i64({}), false}, {"e", i64({}), false}});
+  CHECK(y.rank() == 0 && y.data<float>()[0] == 7.0f);
+}
+
+TEST(argmax_matches_a_reference_with_ties_and_all_attributes) {
+  std::mt19937 rng(11);
+  for (int iter = 0; iter < 800; ++iter) {
+    const int rank = 1 + int(rng() % 4);
+    Shape shape;
+    for (int d = 0; d < rank; ++d) shape.push_back(1 + int64_t(rng() % 7));
+    if (rng() % 10 == 0) shape[rng() % size_t(rank)] = 0;  // empty, but not along the axis (below)
+    const int64_t axis = int64_t(rng() % uint32_t(2 * rank)) - rank;
+    const size_t a = size_t(axis < 0 ? axis + rank : axis);
+    if (shape[a] == 0) shape[a] = 3;
+    const int64_t keepdims = rng() % 2, last = rng() % 2;
+    const DType dt = rng() % 4 == 0 ? DType::kInt64 : DType::kFloat32;
+    // Few distinct values: many ties.
+    Tensor x = Tensor::allocate(dt, shape, nullptr);
+    std::vector<double> v(size_t(x.numel()));
+    for (size_t i = 0; i < v.size(); ++i) {
+      v[i] = double(int(rng() % 4) - 2);
+      if (dt == DType::kFloat32) x.mutable_data<float>()[i] = float(v[i]);
+      else x.mutable_data<int64_t>()[i] = int64_t(v[i]);
+    }
+    std::vector<onnx::Attribute> attrs;
+    if (axis != 0 || rng() % 2) attrs.push_back(int_attr("axis", axis));
+    if (keepdims != 1 || rng() % 2) attrs.push_back(int_attr("keepdims", keepdims));
+    if (last != 0 || rng() % 2) attrs.push_back(int_attr("select_last_index", last));
+    const Tensor y = run_one(make_node("ArgMax", {"x"}, "y", attrs), {{"x", x, rng() % 4 == 0}});
+    Shape want = shape;
+    want[a] = 1;
+    CHECK(y.dtype() == DType::kInt64);
+    if (keepdims) CHECK(y.shape() == want);
+    else {
+      Shape w2 = shape;
+      w2.erase(w2.begin() + std::ptrdiff_t(a));
+      CHECK(y.shape() == w2);
+    }
+    const std::vector<int64_t> st = strides_of(shape);
+    int64_t o = 0;
+    for_each_index(want, [&](const std::vector<int64_t>& idx) {
+      int64_t at = 0;
+      for (size_t d = 0; d < idx.size(); ++d) at += idx[d] * st[d];
+      int64_t best = 0;
+      for (int64_t k = 1; k < shape[a]; ++k) {
+        const double u = v[size_t(at + k * st[a])], b = v[size_t(at + best * st[a])];
+        if (u > b || (last && u == b)) best = k;
+      }
+      CHECK_MSG(y.data<int64_t>()[o] == best, "iter " << iter);
+      ++o;
+    });
+  }
+  // NaN wins (first, or last with select_last_index), as in numpy.
+  const Tensor x = f32({1, 5}, {1.0f, NAN, 3.0f, NAN, 2.0f});
+  CHECK(run_one(make_node("ArgMax", {"x"}, "y", {int_attr("axis", 1)}), {{"x", x, false}}).data<int64_t>()[0] == 1);
+  CHECK(run_one(make_node("ArgMax", {"x"}, "y", {int_attr("axis", 1), int_attr("select_last_index", 1)}),
+                {{"x", x, false}}).data<int64_t>()[0] == 3);
+  // -inf only, and a rank-1 input with keepdims 0: a scalar.
+  const Tensor inf = f32({3}, {-INFINITY, -INFINITY, -INFINITY});
+  const Tensor s = run_one(make_node("ArgMax", {"x"}, "y", {int_attr("keepdims", 0)}), {{"x", inf, false}});
+  CHECK(s.rank() == 0 && s.data<int64_t>()[0] == 0);
+}
+
+TEST(argmax_rejects_malformed_nodes_and_inputs) {
+  const Tensor x = f32({2, 3}, {0, 1, 2, 3, 4, 5});
+  auto argmax = [&](std::vector<onnx::Attribute> attrs, const Tensor& in, std::vector<std::string> ins = {"x"}) {
+    return run_one(make_node("ArgMax", ins, "y", std::move(attrs)), {{"x", in, false}});
+  };
+  CHECK_THROWS(argmax({int_attr("keepdims", 2)}, x), FormatError);
+  CHECK_THROWS(argmax({int_attr("select_last_index", -1)}, x), FormatError);
+  onnx::Attribute fl;
+  fl.name = "axis";
+  fl.type = onnx::AttributeType::kFloat;
+  CHECK_THROWS(argmax({fl}, x), FormatError);
+  CHECK_THROWS(argmax({}, x, {"x", "x"}), FormatError);
+  CHECK_THROWS(argmax({}, x, {}), FormatError);
+  CHECK_THROWS(argmax({int_attr("axis", 2)}, x), ArgumentError);
+  CHECK_THROWS(argmax({int_attr("axis", -3)}, x), ArgumentError);
+  CHECK_THROWS(argmax({}, f32({}, {1})), ArgumentError);                     // a scalar has no axis
+  CHECK_THROWS(argmax({int_attr("axis", 1)}, f32({2, 0}, {})), ArgumentError);  // max of nothing
+  CHECK(argmax({int_attr("axis", 1)}, f32({0, 4}, {})).shape() == (Shape{0, 1}));
+  CHECK_THROWS(argmax({}, tensor_of(DType::kBool, {2}, std::vector<uint8_t>{0, 1})), ArgumentError);
+}
+
+TEST(arithmetic_broadcasts_on_float32_and_int64) {
+  std::mt19937 rng(3);
+  const char* ops[] = {"Add", "Sub", "Mul", "Div"};
+  for (int iter = 0; iter < 600; ++iter) {
+    const std::string op = ops[iter % 4];
+    const DType dt = (iter / 4) % 2 ? DType::kInt64 : DType::kFloat32;
+    // Broadcast-compatible shapes: a common shape, then dims set to 1 or dropped from the front.
+    const int rank = int(rng() % 5);
+    Shape common;
+    for (int d = 0; d < rank; ++d) common.push_back(int64_t(rng() % 6));
+    Shape sa = common, sb = common;
+    for (int d = 0; d < rank; ++d) {
+      if (rng() % 3 == 0) sa[size_t(d)] = 1;
+      else if (rng() % 3 == 0) sb[size_t(d)] = 1;
+    }
+    sa.erase(sa.begin(), sa.begin() + std::ptrdiff_t(rng() % (sa.size() + 1) / 2));
+    sb.erase(sb.begin(), sb.begin() + std::ptrdiff_t(rng() % (sb.size() + 1) / 2));
+    Tensor a = Tensor::allocate(dt, sa, nullptr), b = Tensor::allocate(dt, sb, nullptr);
+    for (int64_t i = 0; i < a.numel(); ++i) {
+      const int64_t u = int64_t(rng() % 2001) - 1000;
+      if (dt == DType::kInt64) a.mutable_data<int64_t>()[i] = u;
+      else a.mutable_data<float>()[i] = float(u) / 7.0f;
+    }
+    for (int64_t i = 0; i < b.numel(); ++i) {
+      int64_t u = int64_t(rng() % 41) - 20;
+      if (u == 0) u = 3;
+      if (dt == DType::kInt64) b.mutable_data<int64_t>()[i] = u;
+      else b.mutable_data<float>()[i] = float(u) / 4.0f;
+    }
+    const Tensor y = run_one(make_node(op, {"a", "b"}, "y"), {{"a", a, rng() % 3 == 0}, {"b", b, rng() % 3 == 0}});
+    Shape out(std::max(sa.size(), sb.size()));
+    for (size_t k = 0; k < out.size(); ++k) {
+      const int64_t da = k < sa.size() ? sa[sa.size() - 1 - k] : 1, db = k < sb.size() ? sb[sb.size() - 1 - k] : 1;
+      out[out.size() - 1 - k] = da == 1 ? db : da;
+    }
+    CHECK_MSG(y.shape() == out && y.dtype() == dt, op << " " << shape_string(sa) << " " << shape_string(sb));
+    const std::vector<int64_t> ta = strides_of(sa), tb = strides_of(sb);
+    int64_t o = 0;
+    for_each_index(out, [&](const std::vector<int64_t>& idx) {
+      int64_t ia = 0, ib = 0;
+      for (size_t k = 0; k < sa.size(); ++k) ia += (sa[k] == 1 ? 0 : idx[idx.size() - sa.size() + k]) * ta[k];
+      for (size_t k = 0; k < sb.size(); ++k) ib += (sb[k] == 1 ? 0 : idx[idx.size() - sb.size() + k]) * tb[k];
+      if (dt == DType::kInt64) {
+        const int64_t u = a.data<int64_t>()[ia], v = b.data<int64_t>()[ib];
+        const int64_t want = op == "Add" ? u + v : op == "Sub" ? u - v : op == "Mul" ? u * v : u / v;
+        CHECK_MSG(y.data<int64_t>()[o] == want, op);
+      } else {
+        const float u = a.data<float>()[ia], v = b.data<float>()[ib];
+        const float want = op == "Add" ? u + v : op == "Sub" ? u - v : op == "Mul" ? u * v : u / v;
+        CHECK_MSG(y.data<float>()[o] == want, op);
+      }
+      ++o;
+    });
+  }
+}
+
+TEST(integer_division_truncates_wraps_and_rejects_zero) {
+  auto binary = [](const std::string& op, const Tensor& a, const Tensor& b, bool constant = false) {
+    return run_one(make_node(op, {"a", "b"}, "y"), {{"a", a, constant}, {"b", b, constant}});
+  };
+  // Toward zero, as C++, onnxruntime and the ONNX spec (not Python's floor).
+  const Tensor q = binary("Div", i64({7, -7, 7, -7, -11, 0}), i64({2, 2, -2, -2, 3, -5}));
+  const int64_t want[] = {3, -3, -3, 3, -3, 0};
+  for (int i = 0; i < 6; ++i) CHECK(q.data<int64_t>()[i] == want[i]);
+  // lowest / -1 and overflowing Add/Sub/Mul wrap (two's complement), no UB, no trap.
+  CHECK(binary("Div", i64({INT64_MIN}), i64({-1})).data<int64_t>()[0] == INT64_MIN);
+  CHECK(binary("Add", i64({INT64_MAX}), i64({1})).data<int64_t>()[0] == INT64_MIN);
+  CHECK(binary("Sub", i64({INT64_MIN}), i64({1})).data<int64_t>()[0] == INT64_MAX);
+  CHECK(binary("Mul", i64({INT64_MAX}), i64({2})).data<int64_t>()[0] == -2);
+  const Tensor i32min = tensor_of(DType::kInt32, {1}, std::vector<int32_t>{INT32_MIN});
+  const Tensor m1 = tensor_of(DType::kInt32, {1}, std::vector<int32_t>{-1});
+  CHECK(binary("Div", i32min, m1).data<int32_t>()[0] == INT32_MIN);
+  // Division by zero: ArgumentError naming the node, per call and when folded at load.
+  for (bool c : {false, true}) {
+    bool named = false;
+    try {
+      binary("Div", i64({4, 5}), i64({1, 0}), c);
+    } catch (const ArgumentError& e) {
+      named = std::string(e.what()).find("Div node 'n_y'") != std::string::npos;
+    }
+    CHECK(named);
+    CHECK_THROWS(binary("Div", tensor_of(DType::kInt32, {2}, std::vector<int32_t>{1, 2}),
+                        tensor_of(DType::kInt32, {1}, std::vector<int32_t>{0}), c), ArgumentError);
+  }
+  // No output element, no division.
+  CHECK(binary("Div", i64({0}, {}), i64({0})).numel() == 0);
+  // Float division by zero is IEEE.
+  const Tensor f = binary("Div", f32({3}, {1, -1, 0}), f32({1}, {0}));
+  CHECK(std::isinf(f.data<float>()[0]) && f.data<float>()[0] > 0 && f.data<float>()[1] < 0 && std::isnan(f.data<float>()[2]));
+  // Types must match; bool arithmetic is not an ONNX op; arity is checked at load.
+  CHECK_THROWS(binary("Sub", i64({1}), f32({1}, {1})), ArgumentError);
+  const Tensor bt = tensor_of(DType::kBool, {2}, std::vector<uint8_t>{0, 1});
+  CHECK_THROWS(binary("Add", bt, bt), ArgumentError);
+  CHECK(binary("Equal", bt, tensor_of(DType::kBool, {1}, std::vector<uint8_t>{1})).data<bool>()[1]);
+  CHECK_THROWS(run_one(make_node("Mul", {"a"}, "y"), {{"a", i64({1}), false}}), FormatError);
+  CHECK_THROWS(run_one(make_node("Div", {"a", "a", "a"}, "y"), {{"a", i64({1}), false}}), FormatError);
+  CHECK_THROWS(run_one(make_node("Where", {"a", "a"}, "y"), {{"a", i64({1}), false}}), FormatError);
+  // Where on int64 with broadcasting, and on the other types.
+  const Tensor c = tensor_of(DType::kBool, {2, 1}, std::vector<uint8_t>{1, 0});
+  const Tensor w = run_one(make_node("Where", {"c", "a", "b"}, "y"),
+                           {{"c", c, false}, {"a", i64({1, 2, 3}), false}, {"b", i64({}, {-1}), false}});
+  CHECK(w.shape() == (Shape{2, 3}));
+  const int64_t ww[] = {1, 2, 3, -1, -1, -1};
+  for (int i = 0; i < 6; ++i) CHECK(w.data<int64_t>()[i] == ww[i]);
+  const Tensor wb = run_one(make_node("Where", {"c", "a", "b"}, "y"), {{"c", c, false}, {"a", bt, false}, {"b", bt, false}});
+  CHECK(wb.shape() == (Shape{2, 2}) && wb.dtype() == DType::kBool);
+}
+
+TEST(supported_ops_include_the_speech_model_ops) {
+  const auto ops = Executor::supported_ops();
+  for (const char* op : {"Slice", "ArgMax", "Sub", "Div", "Add", "Mul", "Where", "Equal"})
+    CHECK_MSG(std::find(ops.begin(), ops.end(), op) != ops.end(), op);
+}
+
+// --- ReduceMean (opset 18: axes as an input), Sqrt, and Gather on any axis
+// (the speech model standardizes the audio with ReduceMean/Sqrt and takes
+// [CLS] with Gather on axis 1).
+
+namespace {
+
+// ReduceMean reference: every output element sums its inputs in row-major
+// order in double, divides by the count in double, rounds once (the kernel's
+// documented order, so the bits must match exactly); empty sets give 0.
+std::vector<float> reduce_mean_ref(const std::vector<float>& x, const Shape& shape, const std::vector<bool>& reduced) {
+  Shape out_shape;
+  for (size_t d = 0; d < shape.size(); ++d) out_shape.push_back(reduced[d] ? 1 : shape[d]);
+  const std::vector<int64_t> ost = strides_of(out_shape);
+  std::vector<double> acc(size_t(shape_numel(out_shape)), 0.0);
+  std::vector<int64_t> count(acc.size(), 0);
+  int64_t i = 0;
+  for_each_index(shape, [&](const std::vector<int64_t>& idx) {
+    int64_t o = 0;
+    for (size_t d = 0; d < idx.size(); ++d) o += (reduced[d] ? 0 : idx[d]) * ost[d];
+    acc[size_t(o)] += double(x[size_t(i++)]);
+    count[size_t(o)]++;
+  });
+  std::vector<float> y(acc.size());
+  for (size_t k = 0; k < y.size(); ++k) y[k] = count[k] ? float(acc[k] / double(count[k])) : 0.0f;
+  return y;
+}
+
+}  // namespace
+
+TEST(reduce_mean_matches_a_reference_on_random_cases) {
+  std::mt19937 rng(21);
+  int n_noop = 0, n_all = 0, n_empty = 0;
+  for (int iter = 0; iter < 1500; ++iter) {
+    const int rank = int(rng() % 5);
+    Shape shape;
+    for (int d = 0; d < rank; ++d) shape.push_back(rng() % 12 == 0 ? 0 : 1 + int64_t(rng() % 6));
+    const Tensor x = random_tensor(DType::kFloat32, shape, rng);
+    const std::vector<float> xv(x.data<float>(), x.data<float>() + x.numel());
+    // Axes: omitted, empty, or a random subset written as positive or negative, maybe repeated.
+    const int mode = int(rng() % 6);  // 0: omitted, 1: empty, else a list
+    std::vector<int64_t> axes;
+    if (mode >= 2)
+      for (int d = 0; d < rank; ++d)
+        if (rng() % 2) {
+          axes.push_back(rng() % 2 ? d : d - rank);
+          if (rng() % 8 == 0) axes.push_back(d);  // repeated: reduced once (onnxruntime)
+        }
+    std::shuffle(axes.begin(), axes.end(), rng);
+    const int64_t keepdims = rng() % 2, noop = rng() % 3 == 0;
+    std::vector<onnx::Attribute> attrs;
+    if (keepdims != 1 || rng() % 2) attrs.push_back(int_attr("keepdims", keepdims));
+    if (noop != 0 || rng() % 2) attrs.push_back(int_attr("noop_with_empty_axes", noop));
+    std::vector<Value> values = {{"x", x, rng() % 5 == 0}};
+    std::vector<std::string> ins = {"x"};
+    if (mode != 0) {
+      values.push_back({"axes", i64(axes), rng() % 2 == 0});
+      ins.push_back("axes");
+    }
+    const Tensor y = run_one(make_node("ReduceMean", ins, "y", attrs), values);
+    CHECK(y.dtype() == DType::kFloat32);
+    if (axes.empty() && noop) {  // returned as is
+      ++n_noop;
+      CHECK(y.shape() == shape);
+      for (int64_t k = 0; k < y.numel(); ++k) CHECK(y.data<float>()[k] == xv[size_t(k)]);
+      continue;
+    }
+    std::vector<bool> reduced(size_t(rank), axes.empty());
+    for (int64_t a : axes) reduced[size_t(a < 0 ? a + rank : a)] = true;
+    n_all += axes.empty();
+    Shape want;
+    int64_t count = 1;
+    for (int d = 0; d < rank; ++d) {
+      if (reduced[size_t(d)]) count *= shape[size_t(d)];
+      if (!reduced[size_t(d)]) want.push_back(shape[size_t(d)]);
+      else if (keepdims) want.push_back(1);
+    }
+    n_empty += count == 0;
+    CHECK_MSG(y.shape() == want, "iter " << iter << ": " << shape_string(y.shape()) << " vs " << shape_string(want));
+    const std::vector<float> ref = reduce_mean_ref(xv, shape, reduced);
+    CHECK(int64_t(ref.size()) == y.numel());
+    for (size_t k = 0; k < ref.size(); ++k)
+      CHECK_MSG(std::memcmp(&ref[k], y.data<float>() + k, 4) == 0, "iter " << iter << " element " << k << ": "
+                << y.data<float>()[k] << " vs " << ref[k]);
+  }
+  CHECK(n_noop > 20 && n_all > 100 && n_empty > 10);
+}
+
+TEST(reduce_mean_sums_long_inputs_in_double) {
+  // 30 s of 16 kHz audio: a float accumulator would drift by ~1e-3 relative here.
+  const int64_t n = 480000;
+  std::vector<float> v(size_t(n), 0.1f);
+  const Tensor y = run_one(make_node("ReduceMean", {"x", "axes"}, "y"),
+                           {{"x", f32({1, n}, v), false}, {"axes", i64({1}), true}});
+  CHECK(y.shape() == (Shape{1, 1}));
+  CHECK_MSG(y.data<float>()[0] == 0.1f, y.data<float>()[0]);
+  // Large values of both signs cancel exactly in double.
+  for (int64_t i = 0; i < n; ++i) v[size_t(i)] = i % 2 ? 3.0e7f : -3.0e7f;
+  v[0] = 1.0f;
+  const Tensor z = run_one(make_node("ReduceMean", {"x"}, "y", {int_attr("keepdims", 0)}), {{"x", f32({n}, v), false}});
+  CHECK(z.rank() == 0);
+  CHECK_MSG(z.data<float>()[0] == float((1.0 + 3.0e7) / double(n)), z.data<float>()[0]);
+  // Non-finite values propagate.
+  const Tensor w = run_one(make_node("ReduceMean", {"x"}, "y"), {{"x", f32({3}, {1.0f, NAN, 2.0f}), false}});
+  CHECK(std::isnan(w.data<float>()[0]));
+}
+
+TEST(reduce_mean_rejects_malformed_nodes_and_inputs) {
+  const Tensor x = f32({2, 3}, {0, 1, 2, 3, 4, 5});
+  auto rm = [&](std::vector<onnx::Attribute> attrs, std::vector<std::string> ins, std::vector<Value> extra = {}) {
+    std::vector<Value> values = {{"x", x, false}};
+    values.insert(values.end(), extra.begin(), extra.end());
+    return run_one(make_node("ReduceMean", std::move(ins), "y", std::move(attrs)), values);
+  };
+  // The node itself: FormatError naming it.
+  CHECK_THROWS(rm({int_attr("keepdims", 2)}, {"x"}), FormatError);
+  CHECK_THROWS(rm({int_attr("noop_with_empty_axes", -1)}, {"x"}), FormatError);
+  onnx::Attribute axes_attr;
+  axes_attr.name = "axes";
+  axes_attr.type = onnx::AttributeType::kInts;
+  axes_attr.ints = {1};
+  {
+    bool named = false;
+    try {
+      rm({axes_attr}, {"x"});
+    } catch (const FormatError& e) {
+      named = std::string(e.what()).find("ReduceMean node 'n_y'") != std::string::npos &&
+              std::string(e.what()).find("opset") != std::string::npos;
+    }
+    CHECK(named);
+  }
+  onnx::Attribute fl;
+  fl.name = "keepdims";
+  fl.type = onnx::AttributeType::kFloat;
+  CHECK_THROWS(rm({fl}, {"x"}), FormatError);
+  CHECK_THROWS(rm({}, {}), FormatError);
+  CHECK_THROWS(rm({}, {"x", "a", "a"}, {{"a", i64({1}), false}}), FormatError);
+  CHECK_THROWS(rm({}, {"", "a"}, {{"a", i64({1}), false}}), FormatError);
+  // Bad values: ArgumentError (fed) / at load (constant).
+  for (bool c : {false, true}) {
+    CHECK_THROWS(rm({}, {"x", "a"}, {{"a", i64({2}), c}}), ArgumentError);
+    CHECK_THROWS(rm({}, {"x", "a"}, {{"a", i64({-3}), c}}), ArgumentError);
+    CHECK_THROWS(rm({}, {"x", "a"}, {{"a", i64({1, 1}, {1}), c}}), ArgumentError);  // 2-D axes
+    CHECK_THROWS(rm({}, {"x", "a"}, {{"a", f32({1}, {1}), c}}), ArgumentError);     // float axes
+  }
+  CHECK_THROWS(run_one(make_node("ReduceMean", {"x"}, "y"), {{"x", i64({1, 2}), false}}), ArgumentError);
+  // Axes omitted (optional input left empty) reduces everything.
+  const Tensor all = rm({int_attr("keepdims", 0)}, {"x", ""});
+  CHECK(all.rank() == 0 && all.data<float>()[0] == 2.5f);
+  // int32 axes are read too; the mean of nothing is 0 (onnxruntime).
+  const Tensor a32 = rm({}, {"x", "a"}, {{"a", tensor_of(DType::kInt32, {1}, std::vector<int32_t>{-1}), false}});
+  CHECK(a32.shape() == (Shape{2, 1}) && a32.data<float>()[0] == 1.0f && a32.data<float>()[1] == 4.0f);
+  const Tensor e = run_one(make_node("ReduceMean", {"x", "a"}, "y"), {{"x", f32({2, 0}, {}), false}, {"a", i64({1}), true}});
+  CHECK(e.shape() == (Shape{2, 1}) && e.data<float>()[0] == 0.0f && e.data<float>()[1] == 0.0f);
+}
+
+TEST(sqrt_is_ieee_and_rejects_malformed_nodes) {
+  std::mt19937 rng(5);
+  std::vector<float> v = {0.0f, -0.0f, 1.0f, 4.0f, 2.0f, -1.0f, INFINITY, -INFINITY, NAN, 1e-45f, 3.4e38f};
+  for (int i = 0; i < 2000; ++i) {
+    float f;
+    uint32_t bits = rng();
+    std::memcpy(&f, &bits, 4);
+    v.push_back(f);
+  }
+  for (bool c : {false, true}) {
+    const Tensor y = run_one(make_node("Sqrt", {"x"}, "y"), {{"x", f32({int64_t(v.size())}, v), c}});
+    CHECK(y.shape() == (Shape{int64_t(v.size())}));
+    for (size_t i = 0; i < v.size(); ++i) {
+      const float want = std::sqrt(v[i]);
+      const float got = y.data<float>()[i];
+      CHECK_MSG((std::isnan(want) && std::isnan(got)) || std::memcmp(&want, &got, 4) == 0, v[i]);
+    }
+  }
+  CHECK(std::signbit(run_one(make_node("Sqrt", {"x"}, "y"), {{"x", f32({}, {-0.0f}), false}}).data<float>()[0]));
+  CHECK(run_one(make_node("Sqrt", {"x"}, "y"), {{"x", f32({2, 0}, {}), false}}).shape() == (Shape{2, 0}));
+  CHECK_THROWS(run_one(make_node("Sqrt", {"x"}, "y"), {{"x", i64({4}), false}}), ArgumentError);
+  CHECK_THROWS(run_one(make_node("Sqrt", {"x", "x"}, "y"), {{"x", f32({1}, {4}), false}}), FormatError);
+  CHECK_THROWS(run_one(make_node("Sqrt", {}, "y"), {{"x", f32({1}, {4}), false}}), FormatError);
+}
+
+TEST(gather_on_any_axis_matches_a_reference) {
+  std::mt19937 rng(8);
+  for (int iter = 0; iter < 400; ++iter) {
+    const int rank = 1 + int(rng() % 4);
+    Shape shape;
+    for (int d = 0; d < rank; ++d) shape.push_back(int64_t(rng() % 5) + (rng() % 10 == 0 ? 0 : 1));
+    const int64_t axis = int64_t(rng() % uint32_t(2 * rank)) - rank;
+    const size_t a = size_t(axis < 0 ? axis + rank : axis);
+    if (shape[a] == 0) shape[a] = 2;
+    const DType dt = rng() % 3 == 0 ? DType::kInt64 : DType::kFloat32;
+    const Tensor x = random_tensor(dt, shape, rng);
+    Shape ishape;
+    const int irank = int(rng() % 3);
+    for (int d = 0; d < irank; ++d) ishape.push_back(int64_t(rng() % 4));
+    Tensor idx = Tensor::allocate(DType::kInt64, ishape, nullptr);
+    for (int64_t k = 0; k < idx.numel(); ++k)
+      idx.mutable_data<int64_t>()[k] = int64_t(rng() % uint32_t(2 * shape[a])) - shape[a];
+    const Tensor y = run_one(make_node("Gather", {"x", "i"}, "y", {int_attr("axis", axis)}),
+                             {{"x", x, rng() % 4 == 0}, {"i", idx, rng() % 2 == 0}});
+    Shape want(shape.begin(), shape.begin() + std::ptrdiff_t(a));
+    want.insert(want.end(), ishape.begin(), ishape.end());
+    want.insert(want.end(), shape.begin() + std::ptrdiff_t(a) + 1, shape.end());
+    CHECK_MSG(y.shape() == want, "iter " << iter);
+    const std::vector<int64_t> st = strides_of(shape);
+    const size_t es = dtype_size(dt);
+    int64_t o = 0;
+    for_each_index(want, [&](const std::vector<int64_t>& out_idx) {
+      // out_idx = outer (a dims) + index dims (irank) + inner dims.
+      int64_t flat_i = 0;
+      for (int d = 0; d < irank; ++d) flat_i = flat_i * ishape[size_t(d)] + out_idx[a + size_t(d)];
+      int64_t j = idx.data<int64_t>()[flat_i];
+      if (j < 0) j += shape[a];
+      int64_t src = j * st[a];
+      for (size_t d = 0; d < a; ++d) src += out_idx[d] * st[d];
+      for (size_t d = a + 1; d < shape.size(); ++d) src += out_idx[d - 1 + size_t(irank)] * st[d];
+      CHECK_MSG(std::memcmp(static_cast<const uint8_t*>(y.raw()) + size_t(o) * es,
+                            static_cast<const uint8_t*>(x.raw()) + size_t(src) * es, es) == 0, "iter " << iter);
+      ++o;
+    });
+  }
+  // Out of range and bad axes: ArgumentError; arity: FormatError.
+  const Tensor x = f32({2, 3}, {0, 1, 2, 3, 4, 5});
+  CHECK_THROWS(run_one(make_node("Gather", {"x", "i"}, "y", {int_attr("axis", 1)}), {{"x", x, false}, {"i", i64({3}), false}}),
+               ArgumentError);
+  CHECK_THROWS(run_one(make_node("Gather", {"x", "i"}, "y", {int_attr("axis", 2)}), {{"x", x, false}, {"i", i64({0}), false}}),
+               ArgumentError);
+  CHECK_THROWS(run_one(make_node("Gather", {"x"}, "y"), {{"x", x, false}}), FormatError);
+  // The speech model's [CLS]: h[:, 0] of [1, T, d] with a scalar index.
+  const Tensor cls = run_one(make_node("Gather", {"x", "i"}, "y", {int_attr("axis", 1)}),
+                             {{"x", f32({1, 2, 3}, {0, 1, 2, 3, 4, 5}), false}, {"i", i64({}, {0}), true}});
+  CHECK(cls.shape() == (Shape{1, 3}) && cls.data<float>()[2] == 2.0f);
+}
+
+TEST(supported_ops_include_reduce_mean_and_sqrt) {
+  const auto ops = Executor::supported_ops();
+  for (const char* op : {"ReduceMean", "Sqrt", "Gather"})
+    CHECK_MSG(std::find(ops.begin(), ops.end(), op) != ops.end(), op);
 }

@@ -1,8 +1,9 @@
 // The graph executor: runs the ONNX graphs the exporter writes.
 //
-// It executes exactly the operator set `ondevice export` emits (supported_ops();
-// tests/test_native_runtime.py checks the two lists are equal) and rejects any
-// other graph at load time, naming the first unsupported node. The bit-plane
+// It executes the operator set `ondevice export` emits for the NMT model plus the
+// ops the speech-understanding export needs (Slice, ArgMax, Sub, Div, ReduceMean, Sqrt; see
+// supported_ops(); tests/test_native_runtime.py checks it covers both) and
+// rejects any other graph at load time, naming the first unsupported node. The bit-plane
 // ops of the `ondevice` domain run on the LUT kernels (bcq_gemm.h) over the
 // memory-mapped planes; their ONNX function bodies are not executed.
 //

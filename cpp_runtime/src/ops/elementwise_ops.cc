@@ -1,7 +1,9 @@
-// Element-wise operators with numpy broadcasting: Add, Mul, Equal, Where, Not,
-// Relu, Sin, Cos, Cast.
+// Element-wise operators with numpy broadcasting: Add, Sub, Mul, Div, Equal,
+// Where, Not, Relu, Sin, Cos, Sqrt, Cast.
 #include <array>
 #include <cmath>
+#include <limits>
+#include <type_traits>
 
 #include "ondevice/error.h"
 #include "op_kernel.h"
@@ -62,11 +64,42 @@ void binary_typed(const Tensor& a, const Tensor& b, Tensor& y, const Shape& out,
   });
 }
 
-enum class BinOp { kAdd, kMul, kEqual };
+enum class BinOp { kAdd, kSub, kMul, kDiv, kEqual };
+
+// Integer Add/Sub/Mul wrap around in two's complement (as numpy, and in
+// practice onnxruntime's compiled loops) instead of overflowing, which would
+// be undefined behaviour.
+template <typename T>
+T wrap_add(T a, T b) {
+  if constexpr (std::is_integral_v<T>) return T(std::make_unsigned_t<T>(a) + std::make_unsigned_t<T>(b));
+  else return a + b;
+}
+template <typename T>
+T wrap_sub(T a, T b) {
+  if constexpr (std::is_integral_v<T>) return T(std::make_unsigned_t<T>(a) - std::make_unsigned_t<T>(b));
+  else return a - b;
+}
+template <typename T>
+T wrap_mul(T a, T b) {
+  if constexpr (std::is_integral_v<T>) return T(std::make_unsigned_t<T>(a) * std::make_unsigned_t<T>(b));
+  else return a * b;
+}
+// Float: IEEE division (x/0 is inf or nan). Integer: truncates toward zero
+// (the ONNX spec, onnxruntime); the divisor was checked for zeros, and
+// lowest / -1 wraps to lowest instead of trapping.
+template <typename T>
+T divide(T a, T b) {
+  if constexpr (std::is_integral_v<T>) {
+    if (b == T(-1)) return wrap_sub(T(0), a);
+    return T(a / b);
+  } else {
+    return a / b;
+  }
+}
 
 class BinaryKernel : public OpKernel {
  public:
-  BinaryKernel(const onnx::Node& node, BinOp op) : node_(node), op_(op) {}
+  BinaryKernel(const onnx::Node& node, BinOp op) : node_(node), op_(op) { check_inputs(node, 2, 2); }
   void run(const OpInputs& in, std::vector<Tensor>& out, const OpContext& ctx) const override {
     const Tensor& a = input(node_, in, 0);
     const Tensor& b = input(node_, in, 1);
@@ -74,22 +107,40 @@ class BinaryKernel : public OpKernel {
       throw ArgumentError(where(node_) + "input types differ: " + dtype_name(a.dtype()) + " and " + dtype_name(b.dtype()));
     const Shape shape = broadcast_shapes(node_, a.shape(), b.shape());
     const DType ty = op_ == BinOp::kEqual ? DType::kBool : a.dtype();
-    out[0] = Tensor::allocate(ty, shape, ctx.pool);
     switch (a.dtype()) {
-      case DType::kFloat32: return dispatch<float>(a, b, out[0], shape);
-      case DType::kInt64: return dispatch<int64_t>(a, b, out[0], shape);
-      case DType::kInt32: return dispatch<int32_t>(a, b, out[0], shape);
-      default: throw ArgumentError(where(node_) + "unsupported type " + dtype_name(a.dtype()));
+      case DType::kFloat32: return dispatch<float>(a, b, out[0], shape, ty, ctx);
+      case DType::kInt64: return dispatch<int64_t>(a, b, out[0], shape, ty, ctx);
+      case DType::kInt32: return dispatch<int32_t>(a, b, out[0], shape, ty, ctx);
+      case DType::kBool:
+        if (op_ == BinOp::kEqual) return dispatch<bool>(a, b, out[0], shape, ty, ctx);
+        break;
+      default: break;
     }
+    throw ArgumentError(where(node_) + "unsupported type " + dtype_name(a.dtype()));
   }
 
  private:
   template <typename T>
-  void dispatch(const Tensor& a, const Tensor& b, Tensor& y, const Shape& shape) const {
-    switch (op_) {
-      case BinOp::kAdd: return binary_typed<T>(a, b, y, shape, [](T u, T v) { return T(u + v); });
-      case BinOp::kMul: return binary_typed<T>(a, b, y, shape, [](T u, T v) { return T(u * v); });
-      case BinOp::kEqual: return binary_typed<T>(a, b, y, shape, [](T u, T v) { return bool(u == v); });
+  void dispatch(const Tensor& a, const Tensor& b, Tensor& y, const Shape& shape, DType ty, const OpContext& ctx) const {
+    if constexpr (std::is_integral_v<T>) {
+      // Every element of b takes part when the output is not empty.
+      if (op_ == BinOp::kDiv && shape_numel(shape) > 0) {
+        const T* pb = b.data<T>();
+        for (int64_t i = 0; i < b.numel(); ++i)
+          if (pb[i] == T(0)) throw ArgumentError(where(node_) + "integer division by zero");
+      }
+    }
+    y = Tensor::allocate(ty, shape, ctx.pool);
+    if constexpr (std::is_same_v<T, bool>) {
+      binary_typed<T>(a, b, y, shape, [](T u, T v) { return bool(u == v); });
+    } else {
+      switch (op_) {
+        case BinOp::kAdd: return binary_typed<T>(a, b, y, shape, [](T u, T v) { return wrap_add(u, v); });
+        case BinOp::kSub: return binary_typed<T>(a, b, y, shape, [](T u, T v) { return wrap_sub(u, v); });
+        case BinOp::kMul: return binary_typed<T>(a, b, y, shape, [](T u, T v) { return wrap_mul(u, v); });
+        case BinOp::kDiv: return binary_typed<T>(a, b, y, shape, [](T u, T v) { return divide(u, v); });
+        case BinOp::kEqual: return binary_typed<T>(a, b, y, shape, [](T u, T v) { return bool(u == v); });
+      }
     }
   }
   const onnx::Node& node_;
@@ -98,7 +149,7 @@ class BinaryKernel : public OpKernel {
 
 class WhereKernel : public OpKernel {
  public:
-  explicit WhereKernel(const onnx::Node& node) : node_(node) {}
+  explicit WhereKernel(const onnx::Node& node) : node_(node) { check_inputs(node, 3, 3); }
   void run(const OpInputs& in, std::vector<Tensor>& out, const OpContext& ctx) const override {
     const Tensor& c = input(node_, in, 0);
     const Tensor& x = input(node_, in, 1);
@@ -110,7 +161,9 @@ class WhereKernel : public OpKernel {
     switch (x.dtype()) {
       case DType::kFloat32: return typed<float>(c, x, y, out[0], shape);
       case DType::kInt64: return typed<int64_t>(c, x, y, out[0], shape);
-      default: throw ArgumentError(where(node_) + "unsupported type " + dtype_name(x.dtype()));
+      case DType::kInt32: return typed<int32_t>(c, x, y, out[0], shape);
+      case DType::kUint8: return typed<uint8_t>(c, x, y, out[0], shape);
+      case DType::kBool: return typed<bool>(c, x, y, out[0], shape);
     }
   }
 
@@ -132,11 +185,11 @@ class WhereKernel : public OpKernel {
   const onnx::Node& node_;
 };
 
-enum class UnOp { kNot, kRelu, kSin, kCos };
+enum class UnOp { kNot, kRelu, kSin, kCos, kSqrt };
 
 class UnaryKernel : public OpKernel {
  public:
-  UnaryKernel(const onnx::Node& node, UnOp op) : node_(node), op_(op) {}
+  UnaryKernel(const onnx::Node& node, UnOp op) : node_(node), op_(op) { check_inputs(node, 1, 1); }
   void run(const OpInputs& in, std::vector<Tensor>& out, const OpContext& ctx) const override {
     const Tensor& x = input(node_, in, 0);
     const DType want = op_ == UnOp::kNot ? DType::kBool : DType::kFloat32;
@@ -162,6 +215,11 @@ class UnaryKernel : public OpKernel {
         break;
       case UnOp::kCos:
         for (int64_t i = 0; i < n; ++i) q[i] = float(std::cos(double(p[i])));
+        break;
+      // IEEE sqrt is correctly rounded on every ISA: the same bits everywhere.
+      // Negative input gives NaN, -0 gives -0, +inf gives +inf.
+      case UnOp::kSqrt:
+        for (int64_t i = 0; i < n; ++i) q[i] = std::sqrt(p[i]);
         break;
       default: break;
     }
@@ -231,13 +289,16 @@ std::unique_ptr<OpKernel> make_unary(const NodeSpec& s) { return std::make_uniqu
 
 void register_elementwise_ops(std::map<std::string, KernelFactory>& r) {
   r["Add"] = make_binary<BinOp::kAdd>;
+  r["Sub"] = make_binary<BinOp::kSub>;
   r["Mul"] = make_binary<BinOp::kMul>;
+  r["Div"] = make_binary<BinOp::kDiv>;
   r["Equal"] = make_binary<BinOp::kEqual>;
   r["Where"] = [](const NodeSpec& s) -> std::unique_ptr<OpKernel> { return std::make_unique<WhereKernel>(*s.node); };
   r["Not"] = make_unary<UnOp::kNot>;
   r["Relu"] = make_unary<UnOp::kRelu>;
   r["Sin"] = make_unary<UnOp::kSin>;
   r["Cos"] = make_unary<UnOp::kCos>;
+  r["Sqrt"] = make_unary<UnOp::kSqrt>;
   r["Cast"] = [](const NodeSpec& s) -> std::unique_ptr<OpKernel> { return std::make_unique<CastKernel>(*s.node); };
 }
 

@@ -1,5 +1,8 @@
-// Neural-network operators on float32: MatMul, Softmax, LayerNormalization.
+// Neural-network operators on float32: MatMul, Softmax, LayerNormalization,
+// ArgMax, ReduceMean.
 #include <algorithm>
+#include <cmath>
+#include <type_traits>
 
 #include "../kernels/float_kernels.h"
 #include "../runtime/thread_pool.h"
@@ -153,6 +156,181 @@ class LayerNormKernel : public OpKernel {
   float eps_;
 };
 
+// ArgMax over one axis (attributes axis, default 0, negative counts from the
+// end; keepdims, default 1; select_last_index, default 0) of a float32, int64
+// or int32 tensor; int64 indices. Ties give the first index (the last with
+// select_last_index = 1), as in onnxruntime. NaN counts as larger than every
+// number, as in numpy: the first (last) NaN wins.
+class ArgMaxKernel : public OpKernel {
+ public:
+  explicit ArgMaxKernel(const onnx::Node& node)
+      : node_(node), axis_(attr_int(node, "axis", 0)), keepdims_(attr_int(node, "keepdims", 1)),
+        last_(attr_int(node, "select_last_index", 0)) {
+    check_inputs(node, 1, 1);
+    if (keepdims_ != 0 && keepdims_ != 1) throw FormatError(where(node) + "keepdims must be 0 or 1");
+    if (last_ != 0 && last_ != 1) throw FormatError(where(node) + "select_last_index must be 0 or 1");
+  }
+  void run(const OpInputs& in, std::vector<Tensor>& out, const OpContext& ctx) const override {
+    const Tensor& x = input(node_, in, 0);
+    const size_t axis = size_t(normalize_axis(node_, axis_, int64_t(x.rank())));
+    int64_t outer = 1, inner = 1;
+    const int64_t n = x.dim(axis);
+    for (size_t d = 0; d < axis; ++d) outer *= x.dim(d);
+    for (size_t d = axis + 1; d < x.rank(); ++d) inner *= x.dim(d);
+    Shape shape = x.shape();
+    if (keepdims_) shape[axis] = 1;
+    else shape.erase(shape.begin() + std::ptrdiff_t(axis));
+    if (x.dtype() != DType::kFloat32 && x.dtype() != DType::kInt64 && x.dtype() != DType::kInt32)
+      throw ArgumentError(where(node_) + "unsupported type " + dtype_name(x.dtype()));
+    if (n == 0 && outer * inner > 0) throw ArgumentError(where(node_) + "arg max over an empty axis");
+    out[0] = Tensor::allocate(DType::kInt64, shape, ctx.pool);
+    if (outer * inner == 0) return;
+    switch (x.dtype()) {
+      case DType::kFloat32: return typed<float>(x, out[0], outer, n, inner);
+      case DType::kInt64: return typed<int64_t>(x, out[0], outer, n, inner);
+      default: return typed<int32_t>(x, out[0], outer, n, inner);
+    }
+  }
+
+ private:
+  template <typename T>
+  static bool nan(T v) {
+    if constexpr (std::is_floating_point_v<T>) return std::isnan(v);
+    else return false;
+  }
+  // Whether v replaces the best so far (which comes earlier along the axis).
+  template <typename T>
+  bool better(T v, T best) const {
+    if (last_) return nan(v) || (!nan(best) && v >= best);
+    return !nan(best) && (v > best || nan(v));
+  }
+  template <typename T>
+  void typed(const Tensor& x, Tensor& y, int64_t outer, int64_t n, int64_t inner) const {
+    const T* p = x.data<T>();
+    int64_t* q = y.mutable_data<int64_t>();
+    std::vector<T> best(static_cast<size_t>(inner));
+    for (int64_t o = 0; o < outer; ++o) {
+      const T* po = p + o * n * inner;
+      int64_t* qo = q + o * inner;
+      for (int64_t i = 0; i < inner; ++i) {
+        best[size_t(i)] = po[i];
+        qo[i] = 0;
+      }
+      for (int64_t k = 1; k < n; ++k) {
+        const T* row = po + k * inner;
+        for (int64_t i = 0; i < inner; ++i)
+          if (better(row[i], best[size_t(i)])) {
+            best[size_t(i)] = row[i];
+            qo[i] = k;
+          }
+      }
+    }
+  }
+  const onnx::Node& node_;
+  int64_t axis_, keepdims_, last_;
+};
+
+// ReduceMean, opset 18 form: data (float32) and an optional `axes` input
+// (int64 or int32, 1-D; a constant or computed in the graph); attributes
+// keepdims (default 1) and noop_with_empty_axes (default 0), each 0 or 1.
+// Negative axes count from the end; an axis listed twice is reduced once (as
+// onnxruntime). No axes (input omitted or empty): every axis is reduced, or,
+// with noop_with_empty_axes = 1, the input is returned as is. The opset-13
+// form (an `axes` attribute) is a FormatError.
+//
+// Summation is deterministic: each output element adds its inputs one by one
+// in row-major order (increasing flat input index) into a double, then the
+// double sum is divided by the count in double and rounded once to float. No
+// threads, no pairwise or vectorized reordering, so every build and ISA gives
+// the same bits, and the result is at least as accurate as onnxruntime's float
+// sums (the SLU graph averages up to 480,000 audio samples). The mean of an
+// empty set (a reduced axis of length 0) is 0, as onnxruntime gives (the ONNX
+// spec leaves it undefined; numpy gives NaN).
+class ReduceMeanKernel : public OpKernel {
+ public:
+  explicit ReduceMeanKernel(const onnx::Node& node)
+      : node_(node), keepdims_(attr_int(node, "keepdims", 1)), noop_(attr_int(node, "noop_with_empty_axes", 0)) {
+    check_inputs(node, 1, 2);
+    if (has_attr(node, "axes"))
+      throw FormatError(where(node) + "attribute axes is not supported (opset 13 ReduceMean); since opset 18 " +
+                        "axes is an input");
+    if (keepdims_ != 0 && keepdims_ != 1) throw FormatError(where(node) + "keepdims must be 0 or 1");
+    if (noop_ != 0 && noop_ != 1) throw FormatError(where(node) + "noop_with_empty_axes must be 0 or 1");
+  }
+  void run(const OpInputs& in, std::vector<Tensor>& out, const OpContext& ctx) const override {
+    const Tensor& x = input(node_, in, 0);
+    if (x.dtype() != DType::kFloat32) throw ArgumentError(where(node_) + "only float32 is supported, got " + dtype_name(x.dtype()));
+    const size_t r = x.rank();
+    std::vector<bool> reduced(r, false);
+    bool any = false;
+    if (in.size() > 1 && in[1] != nullptr) {
+      const Tensor& a = *in[1];
+      if (a.rank() != 1) throw ArgumentError(where(node_) + "axes must be a 1-D tensor, got shape " + shape_string(a.shape()));
+      for (int64_t v : int_values(node_, a)) {
+        reduced[size_t(normalize_axis(node_, v, int64_t(r)))] = true;
+        any = true;
+      }
+    }
+    if (!any) {
+      if (noop_) {
+        out[0] = x;  // shares the buffer, as Identity does
+        return;
+      }
+      reduced.assign(r, true);
+    }
+    Shape shape;
+    int64_t count = 1;
+    for (size_t d = 0; d < r; ++d) {
+      if (!reduced[d]) shape.push_back(x.dim(d));
+      else {
+        count *= x.dim(d);
+        if (keepdims_) shape.push_back(1);
+      }
+    }
+    out[0] = Tensor::allocate(DType::kFloat32, shape, ctx.pool);
+    const int64_t n_out = out[0].numel();
+    float* q = out[0].mutable_data<float>();
+    if (n_out == 0) return;
+    std::vector<double> acc(static_cast<size_t>(n_out), 0.0);
+    const int64_t total = x.numel();
+    if (total > 0) {
+      // Output stride of each input dimension (0 for the reduced ones).
+      std::vector<int64_t> ostride(r, 0);
+      for (size_t d = r, s = 1; d-- > 0;)
+        if (!reduced[d]) {
+          ostride[d] = int64_t(s);
+          s *= size_t(x.dim(d));
+        }
+      const float* p = x.data<float>();
+      const int64_t row = r > 0 ? x.dim(r - 1) : 1, rstride = r > 0 ? ostride[r - 1] : 0;
+      std::vector<int64_t> idx(r, 0);
+      int64_t o = 0;  // output offset of the current row's first element
+      for (int64_t i = 0; i < total; i += row) {
+        const float* pr = p + i;
+        if (rstride == 0) {  // the last axis is reduced: the whole row goes to acc[o]
+          double s = acc[size_t(o)];
+          for (int64_t k = 0; k < row; ++k) s += double(pr[k]);
+          acc[size_t(o)] = s;
+        } else {
+          for (int64_t k = 0; k < row; ++k) acc[size_t(o + k * rstride)] += double(pr[k]);
+        }
+        for (size_t d = r > 0 ? r - 1 : 0; d-- > 0;) {  // advance over dims 0..r-2
+          o += ostride[d];
+          if (++idx[d] < x.dim(d)) break;
+          o -= ostride[d] * x.dim(d);
+          idx[d] = 0;
+        }
+      }
+    }
+    const double c = double(count);
+    for (int64_t j = 0; j < n_out; ++j) q[j] = count > 0 ? float(acc[size_t(j)] / c) : 0.0f;
+  }
+
+ private:
+  const onnx::Node& node_;
+  int64_t keepdims_, noop_;
+};
+
 template <typename K>
 std::unique_ptr<OpKernel> make(const NodeSpec& s) { return std::make_unique<K>(*s.node); }
 
@@ -162,6 +340,8 @@ void register_nn_ops(std::map<std::string, KernelFactory>& r) {
   r["MatMul"] = make<MatMulKernel>;
   r["Softmax"] = make<SoftmaxKernel>;
   r["LayerNormalization"] = make<LayerNormKernel>;
+  r["ArgMax"] = make<ArgMaxKernel>;
+  r["ReduceMean"] = make<ReduceMeanKernel>;
 }
 
 }  // namespace ondevice::ops

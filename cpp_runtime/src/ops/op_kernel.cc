@@ -61,6 +61,15 @@ const Tensor& input(const onnx::Node& node, const OpInputs& in, size_t i) {
   return *in[i];
 }
 
+void check_inputs(const onnx::Node& node, size_t min, size_t max) {
+  const size_t n = node.inputs.size();
+  if (n < min || n > max)
+    throw FormatError(where(node) + "has " + std::to_string(n) + " inputs, expected " +
+                      (min == max ? std::to_string(min) : std::to_string(min) + ".." + std::to_string(max)));
+  for (size_t i = 0; i < min; ++i)
+    if (node.inputs[i].empty()) throw FormatError(where(node) + "required input " + std::to_string(i) + " is omitted");
+}
+
 std::vector<int64_t> int_values(const onnx::Node& node, const Tensor& t) {
   if (t.numel() > 4096) throw ArgumentError(where(node) + "integer list input too long");
   std::vector<int64_t> v(size_t(t.numel()));

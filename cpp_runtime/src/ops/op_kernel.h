@@ -3,7 +3,8 @@
 // Each supported operator registers a factory that turns one graph node (with
 // whatever of its inputs are constants at load time) into an OpKernel; the
 // kernel checks shapes and types on every call and throws ArgumentError with
-// the node's name when they are wrong. Files: elementwise_ops.cc, shape_ops.cc,
+// the node's name when they are wrong. A factory throws FormatError naming the
+// node for what is wrong with the node itself (input count, attributes). Files: elementwise_ops.cc, shape_ops.cc,
 // nn_ops.cc, bitplane_ops.cc.
 #pragma once
 
@@ -66,6 +67,10 @@ bool has_attr(const onnx::Node& node, const std::string& name);
 
 // A required input: throws ArgumentError naming the node when absent.
 const Tensor& input(const onnx::Node& node, const OpInputs& in, size_t i);
+// Load-time arity check: FormatError naming the node unless it lists between
+// `min` and `max` inputs and none of the first `min` (the required ones) is
+// omitted.
+void check_inputs(const onnx::Node& node, size_t min, size_t max);
 // The values of an int64 (or int32) tensor, e.g. a shape or axes input.
 std::vector<int64_t> int_values(const onnx::Node& node, const Tensor& t);
 // Normalizes `axis` in [-rank, rank) (or [-rank-1, rank] with `plus_one`).

@@ -1,6 +1,7 @@
 // Data-movement operators: Identity, Shape, Reshape, Unsqueeze, Squeeze,
-// Transpose, Concat, Gather, CumSum, Pad.
+// Transpose, Concat, Gather, Slice, CumSum, Pad.
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 
 #include "ondevice/error.h"
@@ -233,22 +234,35 @@ class ConcatKernel : public OpKernel {
   int64_t axis_;
 };
 
+// Gather on any axis (negative counts from the end): the output is
+// data.shape[:axis] + indices.shape + data.shape[axis+1:]; int32 or int64
+// indices, negative ones counting from the end, out of range: ArgumentError.
 class GatherKernel : public OpKernel {
  public:
-  explicit GatherKernel(const onnx::Node& node) : node_(node), axis_(attr_int(node, "axis", 0)) {}
+  explicit GatherKernel(const onnx::Node& node) : node_(node), axis_(attr_int(node, "axis", 0)) { check_inputs(node, 2, 2); }
   void run(const OpInputs& in, std::vector<Tensor>& out, const OpContext& ctx) const override {
     const Tensor& data = input(node_, in, 0);
     const Tensor& idx = input(node_, in, 1);
-    if (data.rank() < 1 || normalize_axis(node_, axis_, int64_t(data.rank())) != 0)
-      throw ArgumentError(where(node_) + "only axis 0 is supported");
-    const std::vector<int64_t> ids = gather_ids(idx, data.dim(0));
-    Shape shape = idx.shape();
-    for (size_t d = 1; d < data.rank(); ++d) shape.push_back(data.dim(d));
+    if (data.rank() < 1) throw ArgumentError(where(node_) + "data must have rank >= 1");
+    const size_t axis = size_t(normalize_axis(node_, axis_, int64_t(data.rank())));
+    const int64_t n = data.dim(axis);
+    const std::vector<int64_t> ids = gather_ids(idx, n);
+    Shape shape(data.shape().begin(), data.shape().begin() + std::ptrdiff_t(axis));
+    shape.insert(shape.end(), idx.shape().begin(), idx.shape().end());
+    int64_t outer = 1, inner = 1;
+    for (size_t d = 0; d < axis; ++d) outer *= data.dim(d);
+    for (size_t d = axis + 1; d < data.rank(); ++d) {
+      shape.push_back(data.dim(d));
+      inner *= data.dim(d);
+    }
     out[0] = Tensor::allocate(data.dtype(), shape, ctx.pool);
-    const size_t row = size_t(data.numel() / std::max<int64_t>(1, data.dim(0))) * dtype_size(data.dtype());
+    if (out[0].numel() == 0) return;
+    const size_t row = size_t(inner) * dtype_size(data.dtype());
     const uint8_t* src = static_cast<const uint8_t*>(data.raw());
     uint8_t* dst = static_cast<uint8_t*>(const_cast<void*>(out[0].raw()));
-    for (size_t i = 0; i < ids.size(); ++i) std::memcpy(dst + i * row, src + size_t(ids[i]) * row, row);
+    for (int64_t o = 0; o < outer; ++o)
+      for (size_t i = 0; i < ids.size(); ++i, dst += row)
+        std::memcpy(dst, src + (size_t(o * n) + size_t(ids[i])) * row, row);
   }
 
  private:
@@ -266,6 +280,129 @@ class GatherKernel : public OpKernel {
   }
   const onnx::Node& node_;
   int64_t axis_;
+};
+
+// Copies `count` elements of E bytes, `step` elements apart in `src`, to `dst`.
+template <size_t E>
+void copy_strided(uint8_t* dst, const uint8_t* src, int64_t count, int64_t step) {
+  for (int64_t i = 0; i < count; ++i) std::memcpy(dst + size_t(i) * E, src + (i * step) * int64_t(E), E);
+}
+
+// Slice, opset 10+ form: starts, ends and the optional axes and steps are
+// inputs (constants or computed values, e.g. from Shape), int64 or int32, 1-D
+// and of one length. Any element type. As the ONNX spec (opset 13) and
+// onnxruntime: negative starts/ends count from the end of the axis; starts
+// are then clamped to [0, dim] (step > 0) or [0, dim - 1] (step < 0), ends to
+// [0, dim] or [-1, dim - 1] (so, unlike numpy, x[-5::-1] of 3 elements is
+// [x0]); steps may be negative but not 0; an axis may appear once; an empty
+// range gives a dimension of 0. As onnxruntime, an end of INT64_MAX or
+// INT32_MAX means "past the last element in the step's direction" (numpy's
+// None), for negative steps too; INT64_MIN clamps to the beginning.
+class SliceKernel : public OpKernel {
+ public:
+  explicit SliceKernel(const onnx::Node& node) : node_(node) {
+    check_inputs(node, 3, 5);
+    for (const char* a : {"starts", "ends", "axes"})
+      if (has_attr(node, a))
+        throw FormatError(where(node) + "attribute " + a + " is not supported (opset 1 Slice); since opset 10 " +
+                          "starts, ends and axes are inputs");
+  }
+  void run(const OpInputs& in, std::vector<Tensor>& out, const OpContext& ctx) const override {
+    const Tensor& x = input(node_, in, 0);
+    const std::vector<int64_t> starts = list(in, 1, "starts"), ends = list(in, 2, "ends");
+    const size_t n = starts.size();
+    if (ends.size() != n) throw ArgumentError(where(node_) + "starts and ends differ in length");
+    const int64_t r = int64_t(x.rank());
+    std::vector<int64_t> axes, steps;
+    if (in.size() > 3 && in[3] != nullptr) {
+      axes = list(in, 3, "axes");
+      if (axes.size() != n) throw ArgumentError(where(node_) + "axes and starts differ in length");
+    } else {
+      for (size_t i = 0; i < n; ++i) axes.push_back(int64_t(i));
+    }
+    if (in.size() > 4 && in[4] != nullptr) {
+      steps = list(in, 4, "steps");
+      if (steps.size() != n) throw ArgumentError(where(node_) + "steps and starts differ in length");
+    } else {
+      steps.assign(n, 1);
+    }
+    Shape shape = x.shape();
+    std::vector<int64_t> begin(size_t(r), 0), step(size_t(r), 1);
+    std::vector<bool> seen(size_t(r), false);
+    for (size_t i = 0; i < n; ++i) {
+      const size_t a = size_t(normalize_axis(node_, axes[i], r));
+      if (seen[a]) throw ArgumentError(where(node_) + "axis " + std::to_string(a) + " is sliced twice");
+      seen[a] = true;
+      const int64_t st = steps[i], dim = x.dim(a);
+      if (st == 0) throw ArgumentError(where(node_) + "step 0");
+      if (dim == 0) continue;  // stays empty
+      int64_t b = starts[i], e = ends[i];
+      if (b < 0) b += dim;  // dim > 0: no overflow, even from INT64_MIN
+      if (e == INT64_MAX || e == INT32_MAX) e = st > 0 ? dim : -1;  // "to the end", either way (onnxruntime)
+      else if (e < 0) e += dim;
+      const int64_t lo = st > 0 ? 0 : -1, hi = st > 0 ? dim : dim - 1;
+      b = std::clamp<int64_t>(b, 0, hi);
+      e = std::clamp<int64_t>(e, lo, hi);
+      // |st| as unsigned (st may be INT64_MIN); the distance is at most dim + 1.
+      const uint64_t mag = st > 0 ? uint64_t(st) : uint64_t(0) - uint64_t(st);
+      const int64_t dist = st > 0 ? e - b : b - e;
+      const int64_t count = dist <= 0 ? 0 : int64_t((uint64_t(dist) + mag - 1) / mag);
+      shape[a] = count;
+      begin[a] = count > 0 ? b : 0;
+      step[a] = count > 1 ? st : 1;  // |st| < dim when it is ever applied: no overflow below
+    }
+    bool whole = true;
+    for (size_t d = 0; d < size_t(r); ++d) whole = whole && begin[d] == 0 && step[d] == 1 && shape[d] == x.dim(d);
+    if (whole) {
+      out[0] = x;  // shares the buffer, as Identity does
+      return;
+    }
+    out[0] = Tensor::allocate(x.dtype(), shape, ctx.pool);
+    const int64_t total = shape_numel(shape);
+    if (total == 0) return;
+    const size_t elem = dtype_size(x.dtype());
+    const size_t rr = size_t(r);  // >= 1 here: a scalar is always whole
+    std::vector<int64_t> istride(rr, 1), inc(rr);
+    for (size_t d = rr; d-- > 1;) istride[d - 1] = istride[d] * x.dim(d);
+    int64_t off = 0;
+    for (size_t d = 0; d < rr; ++d) {
+      off += begin[d] * istride[d];
+      inc[d] = step[d] * istride[d];
+    }
+    const uint8_t* src = static_cast<const uint8_t*>(x.raw());
+    uint8_t* dst = static_cast<uint8_t*>(const_cast<void*>(out[0].raw()));
+    const int64_t row = shape[rr - 1], last = step[rr - 1];
+    std::vector<int64_t> idx(rr, 0);
+    for (int64_t o = 0; o < total; o += row) {
+      uint8_t* q = dst + size_t(o) * elem;
+      const uint8_t* p = src + off * int64_t(elem);
+      if (last == 1) {
+        std::memcpy(q, p, size_t(row) * elem);
+      } else {
+        switch (elem) {
+          case 1: copy_strided<1>(q, p, row, last); break;
+          case 4: copy_strided<4>(q, p, row, last); break;
+          case 8: copy_strided<8>(q, p, row, last); break;
+          default: throw ArgumentError(where(node_) + "unsupported element size");
+        }
+      }
+      for (size_t d = rr - 1; d-- > 0;) {  // advance the counter over dims 0..r-2
+        ++idx[d];
+        off += inc[d];
+        if (idx[d] < shape[d]) break;
+        off -= inc[d] * shape[d];
+        idx[d] = 0;
+      }
+    }
+  }
+
+ private:
+  std::vector<int64_t> list(const OpInputs& in, size_t i, const char* what) const {
+    const Tensor& t = input(node_, in, i);
+    if (t.rank() != 1) throw ArgumentError(where(node_) + what + " must be a 1-D tensor, got shape " + shape_string(t.shape()));
+    return int_values(node_, t);
+  }
+  const onnx::Node& node_;
 };
 
 class CumSumKernel : public OpKernel {
@@ -406,6 +543,7 @@ void register_shape_ops(std::map<std::string, KernelFactory>& r) {
   r["Transpose"] = make<TransposeKernel>;
   r["Concat"] = make<ConcatKernel>;
   r["Gather"] = make<GatherKernel>;
+  r["Slice"] = make<SliceKernel>;
   r["CumSum"] = make<CumSumKernel>;
   r["Pad"] = make<PadKernel>;
 }

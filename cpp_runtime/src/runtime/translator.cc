@@ -5,46 +5,22 @@
 #include <map>
 #include <numeric>
 
-#include "../format/mapped_file.h"
-#include "../format/sha256.h"
 #include "ondevice/error.h"
 #include "ondevice/json.h"
 #include "ondevice/sentencepiece.h"
+#include "model_dir.h"
 #include "search.h"
 
 namespace ondevice {
 
 namespace {
 
-// A file name from the manifest: a plain name inside the model directory.
-std::string member(const std::string& dir, const JsonValue& v) {
-  const std::string& name = v.as_string();
-  if (name.empty() || name.find('/') != std::string::npos || name.find('\\') != std::string::npos ||
-      name == "." || name == "..")
-    throw FormatError(v.describe_location() + ": '" + name + "' is not a file name inside the model directory");
-  return dir + "/" + name;
-}
+std::string member(const std::string& dir, const JsonValue& v) { return detail::model_file(dir, v); }
 
 std::vector<std::string> strings(const JsonValue& v) {
   std::vector<std::string> out;
   for (const JsonValue& x : v.as_array()) out.push_back(x.as_string());
   return out;
-}
-
-void verify_files(const std::string& dir, const JsonValue& files, bool checksums) {
-  for (const JsonValue& f : files.as_array()) {
-    const std::string path = member(dir, f.at("path"));
-    const int64_t size = f.at("size").as_int();
-    auto mapped = MappedFile::open(path);
-    if (int64_t(mapped->size()) != size)
-      throw FormatError(path + ": " + std::to_string(mapped->size()) + " bytes, the manifest says " +
-                        std::to_string(size) + " (truncated or replaced)");
-    if (checksums) {
-      const std::string want = f.at("sha256").as_string();
-      if (detail::sha256_hex(mapped->data(), size_t(mapped->size())) != want)
-        throw FormatError(path + ": sha256 differs from the manifest (the file is corrupt or was modified)");
-    }
-  }
 }
 
 }  // namespace
@@ -96,7 +72,7 @@ void Translator::Impl::load(const std::string& model_dir) {
     for (int32_t id : {special.bos, special.pad, special.eos})
       if (id < 0 || id >= special.vocab) throw FormatError(manifest_path + ": special id outside the vocabulary");
     if (special.max_positions < 2) throw FormatError(manifest_path + ": max_positions must be >= 2");
-    verify_files(dir, m.at("files"), options.verify_checksums);
+    detail::verify_model_files(dir, m.at("files"), options.verify_checksums);
     const JsonValue& graphs = m.at("graphs");
     const JsonValue& kv = m.at("kv_cache");
     cross = strings(kv.at("cross_k"));

@@ -9,8 +9,8 @@ import java.util.Arrays;
 
 /**
  * Installs a model directory from an app's packaged assets into a directory on the file system,
- * where {@link Translator} can memory-map it. The runtime needs real files, so an Android app
- * copies {@code assets/<model>/} to {@code getFilesDir()/<model>} once:
+ * where {@link Translator} or {@link Understander} can memory-map it. The runtime needs real files,
+ * so an Android app copies {@code assets/<model>/} to {@code getFilesDir()/<model>} once:
  *
  * <pre>{@code
  * AssetManager assets = context.getAssets();
@@ -26,10 +26,13 @@ import java.util.Arrays;
  * on Android API 24.
  */
 public final class ModelAssets {
-  /** The files of an exported model directory ({@code ondevice export nmt}). */
+  /** The files of an exported translation model directory ({@code ondevice export nmt}). */
   public static final String[] MODEL_FILES = {
     "manifest.json", "encoder.onnx", "decoder_step.onnx", "weights.bin", "spm.model"
   };
+
+  /** The files of an exported speech-intent model directory (for {@link Understander}). */
+  public static final String[] SLU_MODEL_FILES = {"manifest.json", "understand.onnx", "weights.bin"};
 
   /** Opens one file of the packaged model by name (e.g. {@code AssetManager::open}). */
   public interface Opener {
@@ -39,10 +42,22 @@ public final class ModelAssets {
   private ModelAssets() {}
 
   /**
-   * Makes {@code targetDir} hold the model that {@code opener} serves; returns its absolute path.
-   * Call it off the main thread: the first call copies a few MB.
+   * Makes {@code targetDir} hold the translation model that {@code opener} serves ({@link
+   * #MODEL_FILES}); returns its absolute path. Call it off the main thread: the first call copies a
+   * few MB.
    */
   public static String install(Opener opener, File targetDir) throws IOException {
+    return install(opener, targetDir, MODEL_FILES);
+  }
+
+  /**
+   * Makes {@code targetDir} hold the model files {@code files} (which must include manifest.json)
+   * that {@code opener} serves, e.g. {@link #SLU_MODEL_FILES}; returns its absolute path.
+   */
+  public static String install(Opener opener, File targetDir, String[] files) throws IOException {
+    if (!Arrays.asList(files).contains("manifest.json")) {
+      throw new IllegalArgumentException("the model files must include manifest.json");
+    }
     byte[] manifest = readAll(opener, "manifest.json");
     File current = new File(targetDir, "manifest.json");
     if (current.isFile() && Arrays.equals(manifest, readFile(current))) {
@@ -58,7 +73,7 @@ public final class ModelAssets {
     }
     try {
       byte[] buffer = new byte[1 << 16];
-      for (String name : MODEL_FILES) {
+      for (String name : files.clone()) {
         InputStream in = opener.open(name);
         try {
           OutputStream out = new FileOutputStream(new File(tmp, name));
