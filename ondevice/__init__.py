@@ -5,6 +5,8 @@ Public API (kept stable, see ARCHITECTURE in the docs):
     BCQMatrix.load(path), .matmul(x), .dequantize(), .bits, .nbytes, .save(path)
     Translator(model=None, threads=0, backend="native", beam_size=4)
         .translate(str), .translate_batch(list[str], beam_size=None), .translate_file(src, dst)
+    Understander(model=None, threads=0, backend="native")
+        .understand(path_or_array, sample_rate=None) -> Intent(action, object, location, scores)
 
 Names that need the compiled core (``ondevice._core``) are imported on first
 use, so pure-Python parts (data preparation, training) import without it.
@@ -17,7 +19,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-from .errors import BCQFormatError, ConfigError, DataError, KernelArgumentError, OndeviceError
+from .errors import AudioError, BCQFormatError, ConfigError, DataError, KernelArgumentError, OndeviceError
 
 _LAZY = {
     "BCQMatrix": ("bcq_matrix", "BCQMatrix"),
@@ -27,6 +29,8 @@ _LAZY = {
     "get_num_threads": ("bcq_matrix", "get_num_threads"),
     "QuantizationError": ("bcq", "QuantizationError"),
     "Translator": ("translator", "Translator"),
+    "Understander": ("understander", "Understander"),
+    "Intent": ("understander", "Intent"),
 }
 
 
@@ -42,5 +46,5 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "__version__", "BCQMatrix", "quantize_bcq", "load_bcq", "available_kernels", "set_num_threads",
     "get_num_threads", "OndeviceError", "BCQFormatError", "KernelArgumentError", "QuantizationError",
-    "DataError", "ConfigError", "Translator",
+    "DataError", "ConfigError", "AudioError", "Translator", "Understander", "Intent",
 ]

@@ -132,6 +132,79 @@ def _cmd_translate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_understand(args: argparse.Namespace) -> int:
+    from .understander import Understander
+
+    und = Understander(args.model, threads=args.threads, backend=args.backend)
+    failed = 0
+    for f in args.files:
+        try:
+            intent = und.understand(f)
+        except (OndeviceError, ValueError) as e:
+            failed += 1
+            if args.json:
+                print(json.dumps({"file": f, "error": str(e)}, ensure_ascii=False), flush=True)
+            else:
+                print(f"ondevice: error: {e}", file=sys.stderr)
+            continue
+        if args.json:
+            print(json.dumps({"file": f, **intent.to_dict()}, ensure_ascii=False), flush=True)
+        else:
+            sc = intent.scores
+            print(f"{f}\taction={intent.action} ({sc['action']:.2f})\tobject={intent.object} "
+                  f"({sc['object']:.2f})\tlocation={intent.location} ({sc['location']:.2f})", flush=True)
+    return 1 if failed else 0
+
+
+def _cmd_train_slu(args: argparse.Namespace) -> int:
+    from .slu.train import STAGES, SLUTrainConfig, run_stages
+
+    overrides = _overrides(args.set)
+    cfg = SLUTrainConfig(corpus=args.corpus, out=args.out)
+    for k, v in overrides.items():
+        if not hasattr(cfg, k):
+            raise OndeviceError(f"unknown setting {k!r} for train slu")
+        setattr(cfg, k, tuple(v) if isinstance(v, list) and k == "variants" else v)
+    stages = tuple(s for s in args.stages.split(",") if s) if args.stages else STAGES
+    run = run_stages(cfg, stages)
+    print(f"done: {run.dir}", file=sys.stderr)
+    return 0
+
+
+def _cmd_eval_slu(args: argparse.Namespace) -> int:
+    from .slu.evaluate import evaluate_understander
+    from .understander import Understander
+
+    und = Understander(args.model, threads=args.threads, backend=args.backend)
+    print(json.dumps(evaluate_understander(und, args.corpus, args.split, args.limit, progress=not args.quiet),
+                     indent=1))
+    return 0
+
+
+def _cmd_bench_understand(args: argparse.Namespace) -> int:
+    from .bench.understand import bench_understand, write_report
+    from .understander import default_slu_model_dir
+
+    result = bench_understand(args.model or default_slu_model_dir(), args.corpus, args.n, args.runs, args.torch_run)
+    print(json.dumps(result, indent=1))
+    if args.out:
+        print(f"wrote {write_report(result, args.out)}", file=sys.stderr)
+    return 0
+
+
+def _cmd_export_slu(args: argparse.Namespace) -> int:
+    from .slu.card import write_slu_model
+
+    bench = None
+    if args.bench:
+        from .bench.understand import bench_understand
+
+        bench = bench_understand(Path(args.run) / "onnx", args.corpus, args.bench, 3, args.run)
+    card = write_slu_model(args.run, args.out, args.corpus, bench=bench, progress=not args.quiet)
+    print(json.dumps({k: card[k] for k in ("size_bytes", "average_bits", "test", "regression")}, indent=1))
+    return 0
+
+
 def _cmd_train_average(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -344,6 +417,22 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--quiet", action="store_true", help="no progress bar for files")
     tr.set_defaults(func=_cmd_translate)
 
+    un = sub.add_parser("understand", help="recognize the intent of spoken commands (WAV/FLAC files)",
+                        description="Print action / object / location (with probabilities) of each audio file: "
+                                    "a spoken command of 0.1-30 s, WAV (any PCM or float format) or FLAC/Ogg, any "
+                                    "common sample rate (resampled to 16 kHz), stereo downmixed. Without --model "
+                                    "the shipped default model (models/slu-intent-bcq) is used. A file that cannot "
+                                    "be understood is reported and the others still run (exit status 1).",
+                        epilog="example: ondevice understand command.wav --json")
+    un.add_argument("files", nargs="+", help="audio files")
+    un.add_argument("--model", default=None, help="model directory (default: the shipped speech model)")
+    un.add_argument("--json", action="store_true",
+                    help="one JSON object per line and file: file, action, object, location, intent, scores")
+    un.add_argument("--threads", type=int, default=0, help="threads (default 0: all cores)")
+    un.add_argument("--backend", default="native", choices=("native", "onnxruntime"),
+                    help="native (default: the C++ runtime with bit-plane LUT kernels) or onnxruntime")
+    un.set_defaults(func=_cmd_understand)
+
     d = sub.add_parser("data", help="prepare training and evaluation data")
     ds = d.add_subparsers(dest="what", metavar="WHAT")
     dp = ds.add_parser("prepare", help="parallel text from public-domain Bibles and Debian UI catalogs",
@@ -402,6 +491,21 @@ def build_parser() -> argparse.ArgumentParser:
     tq.add_argument("--no-resume", action="store_true", help="refuse to continue an existing run")
     tq.add_argument("--quiet", action="store_true", help="no progress line")
     tq.set_defaults(func=_cmd_train_qat)
+    tsl = ts.add_parser("slu", help="train the speech-intent model: vq-wav2vec tokenizer, BERT, two-stage KD, BCQ",
+                        description="Run (or resume) the SLU recipe in --out: vq-wav2vec contrastive pre-training "
+                                    "and k-means codebooks, tokenization, BERT masked-span pre-training, the text "
+                                    "teacher, stage-1 KD, the four fine-tunings of the ablation, then mixed-"
+                                    "precision BCQ with retraining and the ONNX export (OUT/onnx). Stages whose "
+                                    "output exists are skipped. Needs the corpus of `ondevice data slu`.",
+                        epilog="example: ondevice train slu --corpus data/slu --out runs/slu")
+    tsl.add_argument("--corpus", default="data/slu", help="corpus directory (default data/slu)")
+    tsl.add_argument("--out", default="runs/slu", help="run directory (default runs/slu)")
+    tsl.add_argument("--stages", default=None, help="comma-separated subset of: vq,tokens,bert,teacher,kd1,"
+                     "finetune,quantize (default: all, in that order)")
+    tsl.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="override a setting of ondevice.slu.train.SLUTrainConfig (VALUE as JSON), e.g. "
+                          "--set vq_steps=500 --set limit=200")
+    tsl.set_defaults(func=_cmd_train_slu)
     ta = ts.add_parser("average", help="average the weights of the last checkpoints of a run",
                        description="Average model weights (fairseq's average_checkpoints): the last N "
                                    "per-validation checkpoints (checkpoint_u<update>.pt) of --run, or the "
@@ -434,6 +538,20 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument("--output", default=None, help="write translations here (+ .json with the scores)")
     en.add_argument("--quiet", action="store_true", help="no progress line")
     en.set_defaults(func=_cmd_eval_nmt)
+    esl = es.add_parser("slu", help="intent accuracy of a speech model on a corpus split (held-out voices)",
+                        description="Run the model through the same path as `ondevice understand` on every "
+                                    "utterance of a split of an `ondevice data slu` corpus; print intent accuracy "
+                                    "(all three slots right) overall and for seen / held-out phrasings, per-slot "
+                                    "accuracy and the median time per utterance, as JSON.",
+                        epilog="example: ondevice eval slu --corpus data/slu --split test")
+    esl.add_argument("--model", default=None, help="model directory (default: the shipped speech model)")
+    esl.add_argument("--corpus", default="data/slu", help="corpus directory (default data/slu)")
+    esl.add_argument("--split", default="test", choices=("train", "valid", "test"), help="split (default test)")
+    esl.add_argument("--limit", type=int, default=None, help="only the first N utterances")
+    esl.add_argument("--threads", type=int, default=1, help="threads (default 1)")
+    esl.add_argument("--backend", default="native", choices=("native", "onnxruntime"), help="runtime")
+    esl.add_argument("--quiet", action="store_true", help="no progress line")
+    esl.set_defaults(func=_cmd_eval_slu)
     ec = es.add_parser("card", help="check a shipped model against its card's thresholds (CI regression)",
                        description="Decode the card's fixed regression subsets (models/<name>/card.json) and "
                                    "compare BLEU/chrF and the model's size with the card; exit 1 on a regression. "
@@ -532,6 +650,21 @@ def build_parser() -> argparse.ArgumentParser:
     xn.add_argument("--tgt", default=None, help="target language code (default: recorded by the model)")
     xn.set_defaults(func=_cmd_export_nmt)
 
+    xsl = xs.add_parser("slu", help="the shipped speech-model directory (ONNX + measured card) from a training run",
+                        description="Copy the ONNX export of an `ondevice train slu` run to OUT/onnx and write "
+                                    "OUT/card.json and OUT/README.md with what was measured through the deployed "
+                                    "path (native runtime, from the WAV files): held-out-voice test accuracy, the "
+                                    "CI subset's accuracy, size, the run's fp32/PTQ/QAT and ablation numbers and, "
+                                    "with --bench N, latency per utterance against onnxruntime and PyTorch.",
+                        epilog="example: ondevice export slu --run runs/slu --corpus data/slu "
+                               "--out models/slu-intent-bcq --bench 100")
+    xsl.add_argument("--run", default="runs/slu", help="training run directory (default runs/slu)")
+    xsl.add_argument("--corpus", default="data/slu", help="corpus directory (default data/slu)")
+    xsl.add_argument("--out", default="models/slu-intent-bcq", help="model directory (default models/slu-intent-bcq)")
+    xsl.add_argument("--bench", type=int, default=0, help="also time N utterances per engine (default 0: no)")
+    xsl.add_argument("--quiet", action="store_true", help="no progress line")
+    xsl.set_defaults(func=_cmd_export_slu)
+
     b = sub.add_parser("bench", help="benchmarks with peers measured in the same run")
     bs = b.add_subparsers(dest="what", metavar="WHAT")
     bk = bs.add_parser("kernels", help="BCQ LUT GEMV/GEMM vs numpy fp32 and onnxruntime MatMul/MatMulNBits",
@@ -585,6 +718,19 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--out", default=None, help="directory for <name>.json and <name>.md (e.g. benchmarks)")
     bt.add_argument("--name", default="translate", help="report file name stem (default translate)")
     bt.set_defaults(func=_cmd_bench_translate)
+    bu = bs.add_parser("understand", help="latency per spoken command: native vs onnxruntime vs PyTorch",
+                       description="Time the speech-intent model per utterance on the first N test utterances "
+                                   "of a corpus: the native runtime, onnxruntime on the same export, and (with "
+                                   "--torch-run) PyTorch on the training run's weights; 1 thread, medians.",
+                       epilog="example: ondevice bench understand --corpus data/slu --torch-run runs/slu "
+                              "--out benchmarks")
+    bu.add_argument("--model", default=None, help="model directory (default: the shipped speech model)")
+    bu.add_argument("--corpus", default="data/slu", help="corpus of `ondevice data slu` (default data/slu)")
+    bu.add_argument("--n", type=int, default=100, help="utterances (default 100)")
+    bu.add_argument("--runs", type=int, default=3, help="timed passes (default 3)")
+    bu.add_argument("--torch-run", default=None, help="`ondevice train slu` run directory for the PyTorch engine")
+    bu.add_argument("--out", default=None, help="write understand.md/.json here")
+    bu.set_defaults(func=_cmd_bench_understand)
     bp = bs.add_parser("profile", help="time per operator of the native runtime (where the time goes)",
                        description="Translates held-out sentences with the native runtime once as warm-up and "
                                    "once with the executor's per-operator timers on, per threads x batch x beam, "

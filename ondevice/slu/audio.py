@@ -136,17 +136,20 @@ def _read_wav(p: str, size: int, max_seconds: float | None) -> tuple[np.ndarray,
     """Integer PCM through :mod:`wave`; whatever it refuses (float, EXTENSIBLE, damage) goes to
     :func:`_read_riff`, which reads float and EXTENSIBLE and diagnoses the rest."""
     try:
-        w = wave.open(p, "rb")
-    except (wave.Error, EOFError, struct.error, ZeroDivisionError):
+        with wave.open(p, "rb") as w:
+            channels, width, rate, frames = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
+            if not (1 <= width <= 4 and channels >= 1 and rate >= 1 and frames >= 1):
+                return _read_riff(p, size, max_seconds)  # which names the problem
+            _check_length(p, frames, rate, max_seconds)
+            raw = w.readframes(frames)
+    except AudioError:
+        raise
+    except (wave.Error, EOFError, struct.error, ZeroDivisionError, RuntimeError, ValueError, OverflowError):
         # wave.Error: 'unknown format: 3' (float), 65534 (EXTENSIBLE), a bad header; EOFError and
-        # struct.error: the header is cut off; ZeroDivisionError: 0 channels (Python < 3.12).
+        # struct.error: the header is cut off; ZeroDivisionError: 0 channels (Python < 3.12);
+        # RuntimeError/ValueError/OverflowError: chunk sizes that point outside the file (found by
+        # the mutation test). The RIFF walker reads or diagnoses all of these.
         return _read_riff(p, size, max_seconds)
-    with w:
-        channels, width, rate, frames = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
-        if not (1 <= width <= 4 and channels >= 1 and rate >= 1 and frames >= 1):
-            return _read_riff(p, size, max_seconds)  # which names the problem
-        _check_length(p, frames, rate, max_seconds)
-        raw = w.readframes(frames)
     expected = frames * channels * width
     if len(raw) < expected:
         raise AudioError(f"{p}: truncated WAV: the header declares {frames} frames ({expected} bytes of "

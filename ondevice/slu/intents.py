@@ -84,3 +84,24 @@ def label_vocabularies() -> dict[str, list[str]]:
     """Per-slot label lists (for slot-wise classifiers) and the intent list."""
     return {"action": list(ACTIONS), "object": list(OBJECTS), "location": list(LOCATIONS),
             "intent": list(INTENT_KEYS)}
+
+
+def best_valid_intent(log_probs: dict[str, "np.ndarray"], intents=None,
+                      labels: dict[str, "list[str]"] | None = None) -> tuple[Intent, float]:
+    """The one of the valid intents with the highest summed slot log-probability (``log_probs[slot]``:
+    1-D over that slot's labels), and that sum; the first in list order on ties.  Slot-wise argmax can
+    combine slots into an intent that does not exist (e.g. "bring lights"); decoding over the intent
+    table cannot.  ``intents``: the valid combinations, :class:`Intent` or ``(action, object,
+    location)`` (a manifest's ``"intents"``); default the 31 of :data:`INTENTS`.  ``labels``: each
+    slot's label list, in ``log_probs`` order (a manifest's ``"slots"``); default the FSC vocabularies.
+    The native runtime (``ondevice::Understander``) decodes the same way."""
+    table = INTENTS if intents is None else [it if isinstance(it, Intent) else Intent(*it) for it in intents]
+    vocab = {"action": ACTIONS, "object": OBJECTS, "location": LOCATIONS} if labels is None else labels
+    best, score = None, -float("inf")
+    for it in table:
+        s = (float(log_probs["action"][vocab["action"].index(it.action)])
+             + float(log_probs["object"][vocab["object"].index(it.object)])
+             + float(log_probs["location"][vocab["location"].index(it.location)]))
+        if s > score:
+            best, score = it, s
+    return best, score

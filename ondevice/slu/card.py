@@ -1,0 +1,146 @@
+"""`ondevice export slu`: the shipped speech-model directory from a training run, with its card.
+
+Copies the run's ONNX export to ``OUT/onnx`` and measures what the card states, through the deployed
+path (``ondevice.Understander``, native runtime): intent accuracy on the whole held-out-voice test
+split and on the CI subset (its first ``ci_limit`` utterances, which the corpus generator renders
+identically anywhere: the regression test re-renders them), plus the run's fp32/PTQ/QAT and ablation
+numbers.  Writes ``card.json`` (read by tests/test_shipped_slu_model.py) and ``README.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ..atomic import atomic_write_text
+from ..errors import DataError
+
+CI_LIMIT = 310  # 10 blocks of the 31 intents: balanced
+TOLERANCE = 0.01
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def write_slu_model(run_dir: str | os.PathLike, out_dir: str | os.PathLike, corpus: str | os.PathLike,
+                    bench: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
+    from ..understander import Understander
+    from .evaluate import evaluate_understander
+
+    run, out = Path(run_dir), Path(out_dir)
+    for f in ("quantized.json", "ablation.json", "teacher.pt", "onnx/manifest.json"):
+        if not (run / f).exists():
+            raise DataError(f"{run / f} is missing: run `ondevice train slu` to the end first")
+    q = json.loads((run / "quantized.json").read_text())
+    ablation = json.loads((run / "ablation.json").read_text())
+    from .train import load_torch
+
+    teacher_acc = load_torch(run / "teacher.pt")["accuracy"]
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / "onnx").exists():
+        shutil.rmtree(out / "onnx")
+    shutil.copytree(run / "onnx", out / "onnx")
+    und = Understander(out, threads=1)
+    full = evaluate_understander(und, corpus, "test", progress=progress)
+    ci = evaluate_understander(und, corpus, "test", limit=CI_LIMIT, progress=progress)
+    manifest = json.loads((out / "onnx" / "manifest.json").read_text())
+    size = sum((out / "onnx" / f["path"]).stat().st_size for f in manifest["files"]) \
+        + (out / "onnx" / "manifest.json").stat().st_size
+    card = {
+        "name": "slu-intent-bcq", "kind": "slu-intent", "onnx": "onnx",
+        "average_bits": round(q["average_bits"], 4), "size_bytes": size, "max_size_bytes": 2_000_000,
+        "test": full, "regression": {
+            "corpus_command": f"ondevice data slu --out DIR --train 0 --valid 0 --test {CI_LIMIT}", "seed": 0,
+            "split": "test", "limit": CI_LIMIT, "tolerance": TOLERANCE,
+            "intent_accuracy": ci["intent_accuracy"],
+            "seen_phrasing_intent_accuracy": ci["seen_phrasing_intent_accuracy"]},
+        "training": {"fp32_test": q["fp32"], "ptq_test": q["ptq"], "qat_test": q["qat"],
+                     "quantized_front_end_fp32_bert_test": q["quantized_front_end_fp32_bert"],
+                     "tokens_unchanged": q["tokens_unchanged"], "plan": q["plan"], "variant": q["variant"]},
+        "ablation": {v: r["test"] for v, r in ablation.items()},
+        "teacher": teacher_acc,
+    }
+    if bench:
+        card["latency"] = bench
+    atomic_write_text(out / "card.json", json.dumps(card, indent=1) + "\n")
+    atomic_write_text(out / "README.md", render_readme(card))
+    return card
+
+
+def render_readme(c: dict[str, Any]) -> str:
+    t, tr, reg = c["test"], c["training"], c["regression"]
+    fp = tr["fp32_test"]
+    lines = [
+        "# slu-intent-bcq: spoken command -> action / object / location (default of `ondevice understand`)", "",
+        "A vq-wav2vec-style tokenizer (strided convolutions on the 16 kHz waveform, 20 ms frames, k-means "
+        "VQ 2 x 64) and a 3-layer BERT (d 128) over its tokens, distilled from a text teacher in two stages "
+        "(Kim et al. 2021), quantized with mixed-precision BCQ and retrained; one ONNX graph with the "
+        "`ondevice` bit-plane ops (`onnx/`, export/README.md section 8). Recipe and choices: docs/slu-model.md. "
+        "Data: the FSC-style TTS corpus of `ondevice data slu` (docs/slu-data.md); **test voices are never "
+        "heard in training**; a third of the test utterances also use phrasings held out of training.", "",
+        "## Accuracy (intent = all three slots right; held-out voices; test split, "
+        f"{t['n']} utterances)", "",
+        "| model | all | seen phrasings | held-out phrasings |", "|---|---:|---:|---:|",
+        f"| text teacher on the transcripts (reference) | {_pct(c['teacher']['test']['intent_accuracy'])} | "
+        f"{_pct(c['teacher']['test']['seen_phrasing_intent_accuracy'])} | "
+        f"{_pct(c['teacher']['test']['heldout_phrasing_intent_accuracy'])} |",
+        f"| fp32 speech model ({tr['variant']}) | {_pct(fp['intent_accuracy'])} | "
+        f"{_pct(fp['seen_phrasing_intent_accuracy'])} | {_pct(fp['heldout_phrasing_intent_accuracy'])} |",
+        f"| BCQ, no retraining (PTQ) | {_pct(tr['ptq_test']['intent_accuracy'])} | "
+        f"{_pct(tr['ptq_test']['seen_phrasing_intent_accuracy'])} | "
+        f"{_pct(tr['ptq_test']['heldout_phrasing_intent_accuracy'])} |",
+        f"| BCQ + retraining (training code) | {_pct(tr['qat_test']['intent_accuracy'])} | "
+        f"{_pct(tr['qat_test']['seen_phrasing_intent_accuracy'])} | "
+        f"{_pct(tr['qat_test']['heldout_phrasing_intent_accuracy'])} |",
+        f"| **shipped: BCQ + retraining, native runtime from the WAV files** | **{_pct(t['intent_accuracy'])}** | "
+        f"**{_pct(t['seen_phrasing_intent_accuracy'])}** | **{_pct(t['heldout_phrasing_intent_accuracy'])}** |",
+        "", f"Per slot (shipped): action {_pct(t['action_accuracy'])}, object {_pct(t['object_accuracy'])}, "
+        f"location {_pct(t['location_accuracy'])}. Quantizing the front end (4 bits) left "
+        f"{_pct(tr['tokens_unchanged'])} % of the tokens unchanged; with the fp32 BERT on those tokens: "
+        f"{_pct(tr['quantized_front_end_fp32_bert_test']['intent_accuracy'])} %.", "",
+        "## Ablation of the two-stage KD (fp32, test split)", "",
+        "| fine-tuning | all | seen phrasings | held-out phrasings |", "|---|---:|---:|---:|"]
+    names = {"none": "no KD", "stage1": "stage 1 only (pre-training KD)",
+             "stage2": "stage 2 only (fine-tuning KD)", "both": "both stages"}
+    for v, r in c["ablation"].items():
+        lines.append(f"| {names.get(v, v)} | {_pct(r['intent_accuracy'])} | "
+                     f"{_pct(r['seen_phrasing_intent_accuracy'])} | {_pct(r['heldout_phrasing_intent_accuracy'])} |")
+    lines += ["", "## Size", "",
+              f"{c['size_bytes']:,} bytes in `onnx/` (graph + weights + manifest; limit {c['max_size_bytes']:,}); "
+              f"{c['average_bits']:.2f} bit-planes per quantized weight on average (every matrix quantized, the "
+              "convolutions included; biases and LayerNorms float32). Plan: " + json.dumps(tr["plan"]) + ".", ""]
+    if "latency" in c:
+        lat = c["latency"]
+        lines += ["## Latency per utterance (1 thread)", "",
+                  f"{lat['utterances']} test utterances, mean {lat['mean_seconds']} s of audio; "
+                  f"machine: {lat['machine']['cpu']}. Audio already decoded.", "",
+                  "| engine | median ms | p90 ms | vs native |", "|---|---:|---:|---:|"]
+        for r in lat["rows"]:
+            lines.append(f"| {r['engine']} | {r['median_ms']} | {r['p90_ms']} | {r['vs_native']}x |")
+        lines.append("")
+    lines += ["## Targets", "",
+              f"* >= 99 % intent accuracy on held-out voices after quantization: "
+              f"{'met' if t['seen_phrasing_intent_accuracy'] >= 0.99 else 'NOT met'} on the seen phrasings "
+              f"({_pct(t['seen_phrasing_intent_accuracy'])} %, FSC's own setting: new speakers, known phrasings); "
+              f"{'met' if t['intent_accuracy'] >= 0.99 else 'NOT met'} over all test utterances "
+              f"({_pct(t['intent_accuracy'])} %), whose held-out phrasings are bounded by what the text teacher "
+              f"itself gets from their transcripts ({_pct(c['teacher']['test']['heldout_phrasing_intent_accuracy'])} %).",
+              f"* <= 1 point below fp32: {_pct(fp['intent_accuracy'] - t['intent_accuracy'])} points "
+              f"({'met' if fp['intent_accuracy'] - t['intent_accuracy'] <= 0.01 else 'NOT met'}).",
+              f"* <= 2 MB: {c['size_bytes']:,} bytes ({'met' if c['size_bytes'] <= 2_000_000 else 'NOT met'}).", "",
+              "## CI regression", "",
+              f"tests/test_shipped_slu_model.py renders the first {reg['limit']} test utterances "
+              f"(`{reg['corpus_command']}`) and requires intent accuracy >= {_pct(reg['intent_accuracy'])} % "
+              f"(measured) - {_pct(reg['tolerance'])} points, with both the native runtime and onnxruntime, and "
+              "the size above.", "",
+              "## Reproduce", "",
+              "    ondevice data slu --out data/slu                       # ~21 min on one core",
+              "    ondevice train slu --corpus data/slu --out runs/slu    # ~1 h on 2 cores",
+              "    ondevice export slu --run runs/slu --corpus data/slu --out models/slu-intent-bcq",
+              "    ondevice eval slu --corpus data/slu --split test       # the shipped row above",
+              "    ondevice bench understand --corpus data/slu --torch-run runs/slu --out benchmarks", ""]
+    return "\n".join(lines)

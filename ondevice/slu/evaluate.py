@@ -1,0 +1,46 @@
+"""Intent accuracy of a deployed speech model (``ondevice.Understander``) on a corpus split: the
+numbers of the model card and of the CI regression come from here, through the same path as
+``ondevice understand`` (file -> audio reader -> exported graph), not from the training code."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..progress import Progress
+from .dataset import read_manifest
+
+
+def evaluate_understander(understander, corpus_dir: str | os.PathLike, split: str = "test",
+                          limit: int | None = None, progress: bool = True) -> dict:
+    """Accuracy (all three slots right) overall and by seen / held-out phrasing, per-slot accuracy,
+    and the median time per utterance (audio read + resample + model)."""
+    root = Path(corpus_dir)
+    rows = read_manifest(root / f"{split}.jsonl")
+    if limit is not None:
+        rows = rows[:limit]
+    ok, heldout, times = [], [], []
+    slot_ok: dict[str, list[bool]] = {"action": [], "object": [], "location": []}
+    with Progress(f"understanding {split}", total=len(rows), unit="utt", enabled=progress) as bar:
+        for r in rows:
+            t0 = time.perf_counter()
+            intent = understander.understand(root / r["path"])
+            times.append(time.perf_counter() - t0)
+            hits = {s: getattr(intent, s) == r[s] for s in slot_ok}
+            for s, h in hits.items():
+                slot_ok[s].append(h)
+            ok.append(all(hits.values()))
+            heldout.append(bool(r.get("heldout_phrasing", False)))
+            bar.update()
+    ok_a, held = np.array(ok), np.array(heldout)
+    out = {"split": split, "n": len(ok), "intent_accuracy": float(ok_a.mean()),
+           **{f"{s}_accuracy": float(np.mean(v)) for s, v in slot_ok.items()},
+           "median_ms_per_utterance": round(1000 * float(np.median(times)), 2)}
+    for name, m in (("seen_phrasing", ~held), ("heldout_phrasing", held)):
+        if m.any():
+            out[f"{name}_n"] = int(m.sum())
+            out[f"{name}_intent_accuracy"] = float(ok_a[m].mean())
+    return out

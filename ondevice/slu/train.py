@@ -1,0 +1,311 @@
+"""`ondevice train slu`: the whole SLU recipe as resumable stages in one run directory.
+
+    vq        vq-wav2vec contrastive pre-training of the feature encoder, k-means VQ  -> tokenizer.pt
+    tokens    every split tokenized by the frozen tokenizer                            -> tokens.npz
+    bert      masked-span pre-training of the BERT on the training tokens             -> bert_mlm.pt
+    teacher   text teacher (the NMT model's pre-trained encoder) fine-tuned on the
+              training transcripts                                                    -> teacher.pt
+    kd1       stage-1 KD: the BERT's [CLS] regressed onto the teacher's utterance
+              vector on paired audio/transcripts (no labels)                          -> bert_kd1.pt
+    finetune  the four fine-tunings of the ablation (no KD / stage 1 / stage 2 / both)
+              and their held-out accuracies                                            -> ft_*.pt/json, ablation.json
+    quantize  mixed-precision BCQ of the chosen variant: front end quantized, corpus re-tokenized,
+              BERT retrained with fake quantization; exported to ONNX                 -> onnx/, quantized.json
+
+A stage whose output exists is skipped, so an interrupted run continues where it stopped
+(the vq stage also resumes mid-way from its checkpoint).  Outputs are written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..atomic import atomic_write_bytes
+from ..errors import ConfigError
+from .dataset import load_split
+from .model import SLUConfig
+
+STAGES = ("vq", "tokens", "bert", "teacher", "kd1", "finetune", "quantize")
+
+
+@dataclass
+class SLUTrainConfig:
+    corpus: str = "data/slu"
+    out: str = "runs/slu"
+    model: dict = field(default_factory=dict)
+    vq_steps: int = 2000
+    vq_batch: int = 16
+    bert_steps: int = 2000
+    teacher_epochs: int = 30
+    kd1_steps: int = 1500
+    finetune_epochs: int = 2
+    finetune_lr: float = 3e-4
+    kd_weight: float = 1.0        # stage-2 L1(student, teacher logits) weight
+    variants: tuple = ("none", "stage1", "stage2", "both")
+    teacher: str = "models/nmt-en-de"  # the pre-trained text encoder (a training or shipped NMT model dir)
+    ship_variant: str = "both"    # the fine-tuning that is quantized and exported
+    quant_plan: dict = field(default_factory=dict)  # SLUQuantPlan fields
+    qat_epochs: int = 1
+    qat_refresh_every: int = 8
+    limit: int | None = None      # utterances per split (tests and smoke runs)
+    threads: int = 0
+    seed: int = 0
+
+
+def save_torch(path: Path, obj: Any) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_torch(path: Path) -> Any:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+class Run:
+    """The run directory: config, log, stage outputs."""
+
+    def __init__(self, cfg: SLUTrainConfig):
+        self.cfg = cfg
+        self.dir = Path(cfg.out)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.model_cfg = SLUConfig.from_dict(cfg.model) if cfg.model else SLUConfig().validate()
+        self._log = open(self.dir / "train.log", "a", encoding="utf-8")
+        self._splits: dict[str, Any] = {}
+
+    def log(self, msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+        self._log.write(msg + "\n")
+        self._log.flush()
+
+    def split(self, name: str):
+        if name not in self._splits:
+            self._splits[name] = load_split(self.cfg.corpus, name, limit=self.cfg.limit)
+        return self._splits[name]
+
+    def path(self, name: str) -> Path:
+        return self.dir / name
+
+
+def stage_vq(run: Run) -> None:
+    from .pretrain import pretrain_tokenizer
+
+    out = run.path("tokenizer.pt")
+    if out.exists():
+        return
+    ckpt = run.path("tokenizer.ckpt")
+    state = load_torch(ckpt) if ckpt.exists() else None
+    tok = pretrain_tokenizer(run.split("train"), run.model_cfg, steps=run.cfg.vq_steps, batch=run.cfg.vq_batch,
+                             seed=run.cfg.seed, log=run.log, state=state,
+                             checkpoint=lambda s: save_torch(ckpt, s))
+    save_torch(out, {"config": run.model_cfg.to_dict(), "encoder": tok.encoder.state_dict(),
+                     "vq_logits": tok.vq_logits.state_dict()})
+
+
+def load_tokenizer(path: Path):
+    from .model import SpeechTokenizer
+
+    d = load_torch(path)
+    cfg = SLUConfig.from_dict(d["config"])
+    tok = SpeechTokenizer(cfg)
+    tok.encoder.load_state_dict(d["encoder"])
+    tok.vq_logits.load_state_dict(d["vq_logits"])
+    return tok.eval()
+
+
+def stage_tokens(run: Run) -> None:
+    from .pretrain import tokenize_split
+
+    out = run.path("tokens.npz")
+    if out.exists():
+        return
+    tok = load_tokenizer(run.path("tokenizer.pt"))
+    arrays = {}
+    for split in ("train", "valid", "test"):
+        seqs = tokenize_split(tok, run.split(split), run.model_cfg)
+        lens = np.array([len(s) for s in seqs], dtype=np.int64)
+        arrays[f"{split}_tokens"] = np.concatenate(seqs) if seqs else np.zeros(0, np.int16)
+        arrays[f"{split}_offsets"] = np.concatenate([[0], np.cumsum(lens)])
+        counts = np.bincount(arrays[f"{split}_tokens"].astype(np.int64), minlength=run.model_cfg.num_tokens)
+        run.log(f"tokens {split}: {len(seqs)} utterances, {int(lens.sum())} frames, "
+                f"{int((counts > 0).sum())} distinct tokens of {run.model_cfg.num_tokens}")
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(out, buf.getvalue())
+
+
+def read_tokens(path: Path, split: str) -> list[np.ndarray]:
+    with np.load(path) as z:
+        t, o = z[f"{split}_tokens"], z[f"{split}_offsets"]
+    return [t[o[i]:o[i + 1]].astype(np.int64) for i in range(len(o) - 1)]
+
+
+def load_bert(path: Path, cfg: SLUConfig):
+    from .model import SpeechBert
+
+    bert = SpeechBert(cfg)
+    bert.load_state_dict(load_torch(path)["bert"])
+    return bert.eval()
+
+
+def stage_bert(run: Run) -> None:
+    from .pretrain import pretrain_bert
+
+    out = run.path("bert_mlm.pt")
+    if out.exists():
+        return
+    bert = pretrain_bert(read_tokens(run.path("tokens.npz"), "train"), run.model_cfg, steps=run.cfg.bert_steps,
+                         seed=run.cfg.seed, log=run.log)
+    save_torch(out, {"config": run.model_cfg.to_dict(), "bert": bert.state_dict()})
+
+
+def _teacher_parts(run: Run):
+    from .distill import load_text_encoder
+
+    return load_text_encoder(run.cfg.teacher)
+
+
+def stage_teacher(run: Run) -> None:
+    """Fine-tune the text teacher; store its outputs for every training utterance and its accuracy
+    on the valid/test transcripts (the text-only reference)."""
+    from .distill import evaluate_teacher, teacher_outputs, train_teacher
+
+    out = run.path("teacher.pt")
+    if out.exists():
+        return
+    encoder, tokenizer, pad_id, d_model = _teacher_parts(run)
+    train = run.split("train")
+    teacher = train_teacher(encoder, tokenizer, pad_id, d_model, train.transcripts, train.labels,
+                            epochs=run.cfg.teacher_epochs, seed=run.cfg.seed, log=run.log)
+    reps, logits = teacher_outputs(teacher, tokenizer, pad_id, train.transcripts)
+    acc = {}
+    for split in ("valid", "test"):
+        sp = run.split(split)
+        acc[split] = evaluate_teacher(teacher, tokenizer, pad_id, sp.transcripts, sp.labels, sp.heldout_phrasing)
+        run.log(f"teacher on {split} transcripts: {json.dumps(acc[split])}")
+    save_torch(out, {"train_reps": reps, "train_logits": logits, "accuracy": acc,
+                     "teacher": teacher.state_dict()})
+
+
+def stage_kd1(run: Run) -> None:
+    from .distill import distill_stage1
+
+    out = run.path("bert_kd1.pt")
+    if out.exists():
+        return
+    bert = load_bert(run.path("bert_mlm.pt"), run.model_cfg)
+    reps = load_torch(run.path("teacher.pt"))["train_reps"]
+    bert = distill_stage1(bert, read_tokens(run.path("tokens.npz"), "train"), reps, steps=run.cfg.kd1_steps,
+                          seed=run.cfg.seed, log=run.log)
+    save_torch(out, {"config": run.model_cfg.to_dict(), "bert": bert.state_dict()})
+
+
+def stage_finetune(run: Run) -> None:
+    """The ablation: fine-tune from the MLM or the stage-1 BERT, with or without logit KD.  Each
+    variant writes ``ft_{variant}.pt`` and ``ft_{variant}.json`` (so variants may run in separate
+    processes); ``ablation.json`` collects those present."""
+    from .distill import evaluate, finetune
+
+    start = {"none": "bert_mlm.pt", "stage2": "bert_mlm.pt", "stage1": "bert_kd1.pt", "both": "bert_kd1.pt"}
+    for variant in run.cfg.variants:
+        if variant not in start:
+            raise ConfigError(f"unknown ablation variant {variant!r}; variants: {', '.join(start)}")
+    todo = [v for v in run.cfg.variants if not run.path(f"ft_{v}.json").exists()]
+    if todo:
+        tokens = {s: read_tokens(run.path("tokens.npz"), s) for s in ("train", "valid", "test")}
+        teacher_logits = load_torch(run.path("teacher.pt"))["train_logits"]
+        train, valid, test = run.split("train"), run.split("valid"), run.split("test")
+    for variant in todo:
+        run.log(f"fine-tuning variant {variant}")
+        bert = load_bert(run.path(start[variant]), run.model_cfg)
+        bert, history = finetune(bert, tokens["train"], train.labels,
+                                 teacher_logits if variant in ("stage2", "both") else None,
+                                 (tokens["valid"], valid.labels), epochs=run.cfg.finetune_epochs,
+                                 lr=run.cfg.finetune_lr, kd_weight=run.cfg.kd_weight, seed=run.cfg.seed,
+                                 log=run.log)
+        result = {"valid": evaluate(bert, tokens["valid"], valid.labels),
+                  "test": evaluate(bert, tokens["test"], test.labels, test.heldout_phrasing),
+                  "history": history}
+        run.log(f"variant {variant}: test {json.dumps(result['test'])}")
+        save_torch(run.path(f"ft_{variant}.pt"), {"config": run.model_cfg.to_dict(), "bert": bert.state_dict()})
+        atomic_write_bytes(run.path(f"ft_{variant}.json"), (json.dumps(result, indent=1) + "\n").encode())
+    table = {v: json.loads(run.path(f"ft_{v}.json").read_text()) for v in start if run.path(f"ft_{v}.json").exists()}
+    atomic_write_bytes(run.path("ablation.json"), (json.dumps(table, indent=1) + "\n").encode())
+
+
+def stage_quantize(run: Run) -> None:
+    """Quantize the shipped variant, retrain, export; record fp32 vs quantized accuracy."""
+    from ..quant.fake_quant import apply_fake_quant, export_bcq, fake_quant_step, remove_fake_quant
+    from .distill import evaluate, finetune
+    from .export import export_slu
+    from .pretrain import tokenize_split
+    from .quantize import SLUQuantPlan, assignment, average_bits, build_model, pack_results
+
+    out = run.path("quantized.json")
+    if out.exists():
+        return
+    cfg = run.model_cfg
+    plan = SLUQuantPlan(**run.cfg.quant_plan)
+    model = build_model(cfg, load_torch(run.path("tokenizer.pt")),
+                        load_torch(run.path(f"ft_{run.cfg.ship_variant}.pt"))["bert"])
+    splits = {s: run.split(s) for s in ("train", "valid", "test")}
+    old = {s: read_tokens(run.path("tokens.npz"), s) for s in splits}
+    fp32 = evaluate(model.bert, old["test"], splits["test"].labels, splits["test"].heldout_phrasing)
+    counts = np.bincount(np.concatenate(old["train"]), minlength=cfg.num_tokens)
+    assign = assignment(model, plan, counts)
+    bits = average_bits(model, assign)
+    run.log(f"quantize: {len(assign)} matrices, {bits:.3f} average bits; fp32 test intent accuracy "
+            f"{fp32['intent_accuracy']:.4f}")
+    front = {k: v for k, v in assign.items() if not k.startswith("bert.")}
+    apply_fake_quant(model, front, method=plan.method)
+    model.tokenize = model.tokens  # tokenize_split's interface
+    new = {s: tokenize_split(model, splits[s], cfg) for s in splits}
+    same = float(np.mean(np.concatenate([a == b for s in splits for a, b in zip(old[s], new[s])])))
+    new = {s: [t.astype(np.int64) for t in v] for s, v in new.items()}
+    ptq_front = evaluate(model.bert, new["test"], splits["test"].labels, splits["test"].heldout_phrasing)
+    run.log(f"quantized front end: {same:.4f} of the tokens unchanged; test accuracy with the fp32 BERT "
+            f"{ptq_front['intent_accuracy']:.4f}")
+    bert_assign = {k[len("bert."):]: v for k, v in assign.items() if k.startswith("bert.")}
+    apply_fake_quant(model.bert, bert_assign, method=plan.method, refresh_every=run.cfg.qat_refresh_every)
+    ptq = evaluate(model.bert, new["test"], splits["test"].labels, splits["test"].heldout_phrasing)
+    run.log(f"PTQ (no retraining) test intent accuracy {ptq['intent_accuracy']:.4f}")
+    teacher_logits = load_torch(run.path("teacher.pt"))["train_logits"]
+    _, history = finetune(model.bert, new["train"], splits["train"].labels, teacher_logits,
+                          (new["valid"], splits["valid"].labels), epochs=run.cfg.qat_epochs, lr=1e-4,
+                          seed=run.cfg.seed, log=run.log, step_hook=lambda: fake_quant_step(model.bert))
+    qat = evaluate(model.bert, new["test"], splits["test"].labels, splits["test"].heldout_phrasing)
+    run.log(f"QAT test intent accuracy {qat['intent_accuracy']:.4f}")
+    results = export_bcq(model)
+    remove_fake_quant(model, bake=True)
+    del model.tokenize
+    summary = {"variant": run.cfg.ship_variant, "plan": plan.to_dict(), "average_bits": bits,
+               "matrices": len(assign), "tokens_unchanged": same, "fp32": fp32,
+               "quantized_front_end_fp32_bert": ptq_front, "ptq": ptq, "qat": qat, "qat_history": history}
+    manifest = export_slu(model, run.path("onnx"), pack_results(results),
+                          extra={"training": {"average_bits": round(bits, 4), "variant": run.cfg.ship_variant}})
+    summary["export_bytes"] = sum(f["size"] for f in manifest["files"])
+    atomic_write_bytes(out, (json.dumps(summary, indent=1) + "\n").encode())
+
+
+def run_stages(cfg: SLUTrainConfig, stages: tuple[str, ...] = STAGES) -> Run:
+    unknown = set(stages) - set(STAGES)
+    if unknown:
+        raise ConfigError(f"unknown stage(s) {', '.join(sorted(unknown))}; stages: {', '.join(STAGES)}")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    run = Run(cfg)
+    fns = {"vq": stage_vq, "tokens": stage_tokens, "bert": stage_bert, "teacher": stage_teacher, "kd1": stage_kd1,
+           "finetune": stage_finetune, "quantize": stage_quantize}
+    for name in STAGES:
+        if name in stages:
+            fns[name](run)
+    return run

@@ -1,0 +1,198 @@
+"""``ondevice.Understander``: spoken command -> action / object / location (the public Python API).
+
+``model=None`` is the shipped default speech-intent model (models/slu-intent-bcq, installed with
+the package).  Audio can be a file path (WAV of any PCM/float format, FLAC/Ogg via soundfile) or a
+numpy array with its sample rate; it is downmixed to mono and resampled to 16 kHz
+(:mod:`ondevice.slu.audio`).  Limits: 0.1 s to 30 s per utterance (longer: AudioError; commands
+are a few seconds and the model's position table is bounded); silence is accepted and gives the
+model's guess (low scores).
+
+Backends: ``native`` (default; the C++ runtime with LUT bit-plane kernels, no PyTorch or
+onnxruntime needed) and ``onnxruntime`` (stock onnxruntime on the same export: the reference).
+One Understander may be shared by threads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError, DataError
+
+__all__ = ["Understander", "Intent", "default_slu_model_dir", "BACKENDS"]
+
+BACKENDS = ("native", "onnxruntime")
+DEFAULT_MODEL = "slu-intent-bcq"
+
+
+def default_slu_model_dir() -> Path:
+    """``$ONDEVICE_SLU_MODEL`` if set, else the copy installed in the package, else the checkout's."""
+    env = os.environ.get("ONDEVICE_SLU_MODEL")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent
+    for d in (here / "models" / DEFAULT_MODEL, here.parent / "models" / DEFAULT_MODEL):
+        if (d / "onnx" / "manifest.json").is_file():
+            return d
+    raise DataError(f"the default speech model {DEFAULT_MODEL!r} is not installed (looked in {here / 'models'} "
+                    f"and {here.parent / 'models'}); pass a model directory or set ONDEVICE_SLU_MODEL")
+
+
+@dataclass
+class Intent:
+    """The three slots with their probabilities (softmax over each slot's labels).  The slots are
+    decoded jointly over the model's valid intents (the manifest's ``"intents"``; FSC's 31 for older
+    exports without it; :func:`ondevice.slu.intents.best_valid_intent`), so the combination always
+    exists; ``scores`` are the chosen labels' probabilities."""
+
+    action: str
+    object: str
+    location: str
+    scores: dict[str, float] = field(default_factory=dict)   # slot -> probability of the chosen label
+    logits: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """FSC's intent label, e.g. ``activate_lights_kitchen``."""
+        return f"{self.action}_{self.object}_{self.location}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"action": self.action, "object": self.object, "location": self.location, "intent": self.key,
+                "scores": {k: round(v, 6) for k, v in self.scores.items()}}
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+def _export_dir(model_dir: Path) -> Path:
+    d = model_dir / "onnx" if (model_dir / "onnx" / "manifest.json").is_file() else model_dir
+    if not (d / "manifest.json").is_file():
+        raise DataError(f"{model_dir} is not a speech model directory (no manifest.json there or in onnx/)")
+    return d
+
+
+class Understander:
+    """Recognizes the intent of spoken commands with one model.
+
+    ``model``: a model directory (``models/slu-intent-bcq`` or its ``onnx/`` export), None for the
+    default.  ``threads``: 0 = all usable cores.  ``backend``: "native" or "onnxruntime"."""
+
+    def __init__(self, model: str | os.PathLike | None = None, threads: int = 0, backend: str = "native"):
+        if backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+            raise ConfigError(f"threads must be an integer >= 0, got {threads!r}")
+        self.model_dir = Path(model) if model is not None else default_slu_model_dir()
+        if not self.model_dir.is_dir():
+            raise DataError(f"model directory {self.model_dir} does not exist")
+        self.backend = backend
+        self._dir = _export_dir(self.model_dir)
+        self._lock = threading.Lock()
+        self.manifest = self._read_manifest()
+        self.slots: dict[str, list[str]] = self.manifest["slots"]
+        threads = threads or len(os.sched_getaffinity(0))
+        if backend == "native":
+            from . import _core
+
+            self._native = _core.Understander(str(self._dir), threads)
+            self._ort = None
+        else:
+            self._native = None
+            self._ort = self._ort_session(threads)
+
+    def _read_manifest(self) -> dict[str, Any]:
+        from .onnx_export.errors import OnnxModelError
+
+        path = self._dir / "manifest.json"
+        try:
+            m = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise OnnxModelError(f"{path}: not a readable manifest ({e})") from None
+        if not isinstance(m, dict) or m.get("model_kind") != "slu-intent":
+            raise OnnxModelError(f"{path}: not a speech-intent model (model_kind "
+                                 f"{m.get('model_kind') if isinstance(m, dict) else None!r})")
+        for key in ("slots", "graphs", "sample_rate", "min_samples"):
+            if key not in m:
+                raise OnnxModelError(f"{path}: missing {key!r}")
+        if "intents" in m:  # the checks of the native runtime, for the onnxruntime backend too
+            intents, slots = m["intents"], m["slots"]
+            if not isinstance(intents, list) or not intents:
+                raise OnnxModelError(f"{path}: 'intents' must be a non-empty list of [action, object, location]")
+            seen = set()
+            for k, it in enumerate(intents):
+                if not (isinstance(it, list) and len(it) == 3 and all(isinstance(x, str) for x in it)):
+                    raise OnnxModelError(f"{path}: intents[{k}] is not a list of 3 labels: {it!r}")
+                for slot, label in zip(("action", "object", "location"), it):
+                    if label not in slots.get(slot, ()):
+                        raise OnnxModelError(f"{path}: intents[{k}]: {label!r} is not one of the {slot} labels")
+                if tuple(it) in seen:
+                    raise OnnxModelError(f"{path}: intents[{k}]: duplicate intent {it!r}")
+                seen.add(tuple(it))
+        return m
+
+    def _ort_session(self, threads: int):
+        import onnxruntime as ort
+
+        from .staged_dir import file_problem
+
+        for f in self.manifest["files"]:
+            problem = file_problem(self._dir / f["path"], f["size"], f["sha256"])
+            if problem:
+                from .onnx_export.errors import OnnxModelError
+
+                raise OnnxModelError(f"{self._dir / f['path']}: {problem}")
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        graph = self._dir / self.manifest["graphs"]["understand"]["file"]
+        return ort.InferenceSession(str(graph), so, providers=["CPUExecutionProvider"])
+
+    def understand(self, audio, sample_rate: int | None = None) -> Intent:
+        """The intent of one utterance: a path, or a numpy array (``sample_rate`` default 16000)."""
+        from .slu.audio import load_audio
+
+        pcm = load_audio(audio, sample_rate)
+        min_samples = int(self.manifest["min_samples"])
+        if len(pcm) < min_samples:
+            raise DataError(f"audio too short: {len(pcm)} samples at 16 kHz, the model needs at least {min_samples}")
+        return self._run(np.ascontiguousarray(pcm, dtype=np.float32))
+
+    def understand_batch(self, items, sample_rate: int | None = None) -> list[Intent]:
+        return [self.understand(x, sample_rate) for x in items]
+
+    def _run(self, pcm: np.ndarray) -> Intent:
+        if self._native is not None:
+            r = self._native.understand(pcm)
+            if self._native.joint_decoding:
+                # The runtime decoded over the manifest's intents, exactly as _decode does.
+                return Intent(r["action"]["label"], r["object"]["label"], r["location"]["label"],
+                              {s: r[s]["score"] for s in self.slots}, {s: list(r[s]["logits"]) for s in self.slots})
+            # An older export without "intents": the runtime took each slot's arg max.
+            logits = {s: np.asarray(r[s]["logits"], dtype=np.float64) for s in self.slots}
+        else:
+            with self._lock:
+                outs = self._ort.run(None, {"audio": pcm[None]})
+            logits = {slot: out[0].astype(np.float64) for slot, out in zip(self.slots, outs)}
+        return self._decode(logits)
+
+    def _decode(self, logits: dict[str, np.ndarray]) -> Intent:
+        """The valid intent with the highest summed log-probability: the manifest's "intents" (the
+        native runtime's choice, ties: the first listed), or FSC's 31 for older exports."""
+        from .slu.intents import best_valid_intent
+
+        probs = {s: _softmax(v) for s, v in logits.items()}
+        best, _ = best_valid_intent({s: np.log(np.maximum(p, 1e-300)) for s, p in probs.items()},
+                                    self.manifest.get("intents"), self.slots)
+        labels = {"action": best.action, "object": best.object, "location": best.location}
+        scores = {s: float(probs[s][self.slots[s].index(labels[s])]) for s in self.slots}
+        return Intent(labels["action"], labels["object"], labels["location"], scores,
+                      {s: v.tolist() for s, v in logits.items()})

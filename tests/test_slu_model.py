@@ -1,0 +1,194 @@
+"""The speech-intent model: its building blocks, quantization plan, export, and a tiny end-to-end run
+of the whole recipe (corpus -> vq-wav2vec -> BERT -> teacher -> KD -> BCQ -> ONNX -> Understander)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ondevice.errors import ConfigError
+from ondevice.slu.model import (FeatureEncoder, FrameConv, SLUConfig, SpeechIntentModel, group_tokens,
+                                kmeans_codebooks, kmeans_logits, num_frames, standardize)
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = dict(conv_channels=16, d_model=32, heads=2, ffn_dim=64, layers=1, vq_codewords=8, max_frames=256)
+
+
+def test_frame_conv_is_a_strided_conv1d():
+    torch.manual_seed(0)
+    for c_in, c_out, s, t in ((1, 8, 5, 103), (6, 4, 2, 37), (3, 5, 4, 64)):
+        fc = FrameConv(c_in, c_out, s)
+        x = torch.randn(2, t, c_in)
+        # Linear over [x_t .. x_{t+2s-1}] flattened time-major == Conv1d weight [out, in, k] permuted
+        w = fc.proj.weight.reshape(c_out, 2 * s, c_in).permute(0, 2, 1)
+        ref = F.conv1d(x.transpose(1, 2), w, fc.proj.bias, stride=s).transpose(1, 2)
+        got = fc(x)
+        n = t // s - 1
+        assert got.shape == (2, n, c_out)
+        torch.testing.assert_close(got, ref[:, :n], rtol=1e-5, atol=1e-5)
+
+
+def test_num_frames_matches_the_encoder():
+    cfg = SLUConfig(**TINY).validate()
+    enc = FeatureEncoder(cfg)
+    for samples in (cfg.hop * 2 - 1, cfg.hop * 3, 5000, 16000, 16001, 32777):
+        expect = num_frames(samples, cfg)
+        if expect == 0:
+            continue
+        assert enc(torch.zeros(1, samples)).shape[1] == expect
+    assert num_frames(100, cfg) == 0
+
+
+def test_standardize_over_valid_samples_matches_one_by_one():
+    torch.manual_seed(1)
+    a, b = torch.randn(700) * 3 + 1, torch.randn(400) * 0.1
+    batch = torch.zeros(2, 700)
+    batch[0], batch[1, :400] = a, b
+    out = standardize(batch, torch.tensor([700, 400]))
+    torch.testing.assert_close(out[0], standardize(a[None])[0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out[1, :400], standardize(b[None])[0], rtol=1e-4, atol=1e-4)
+    assert out[1, 400:].abs().max() == 0
+
+
+def test_kmeans_linear_map_picks_the_nearest_codeword():
+    torch.manual_seed(2)
+    x = torch.cat([torch.randn(200, 6) + 4, torch.randn(200, 6) - 4, torch.randn(200, 6)])
+    books = kmeans_codebooks(x, groups=2, codewords=5, iters=10)
+    assert books.shape == (2, 5, 3)
+    w, b = kmeans_logits(books)
+    tok = group_tokens((x @ w.T + b)[None], 2, 5)[0]
+    d0 = torch.cdist(x[:, :3], books[0]).argmin(1)
+    d1 = torch.cdist(x[:, 3:], books[1]).argmin(1)
+    assert torch.equal(tok, d0 * 5 + d1)
+    # every codeword is used on data with that many clusters
+    assert len(torch.unique(d0)) == 5
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError):
+        SLUConfig(conv_channels=15, vq_groups=2).validate()
+    with pytest.raises(ConfigError):
+        SLUConfig.from_dict({"d_model": 64, "typo": 1})
+    assert SLUConfig.from_dict(SLUConfig().to_dict()).hop == 320
+
+
+def _quantized_tiny(tmp_path):
+    from ondevice.quant.fake_quant import apply_fake_quant, export_bcq, remove_fake_quant
+    from ondevice.slu.export import export_slu
+    from ondevice.slu.quantize import SLUQuantPlan, assignment, average_bits, pack_results
+
+    torch.manual_seed(3)
+    cfg = SLUConfig(**TINY).validate()
+    m = SpeechIntentModel(cfg).eval()
+    del m.bert.mlm, m.bert.kd_proj
+    counts = np.random.default_rng(0).integers(0, 50, cfg.num_tokens)
+    assign = assignment(m, SLUQuantPlan(method="greedy"), counts)
+    apply_fake_quant(m, assign, method="greedy")
+    results = export_bcq(m)
+    remove_fake_quant(m, bake=True)
+    export_slu(m, tmp_path / "q", pack_results(results))
+    return m, assign, tmp_path / "q"
+
+
+def test_quant_plan_covers_every_matrix_with_frequency_bits(tmp_path):
+    from ondevice.slu.quantize import SLUQuantPlan, assignment, average_bits
+
+    cfg = SLUConfig(**TINY).validate()
+    m = SpeechIntentModel(cfg)
+    del m.bert.mlm, m.bert.kd_proj
+    counts = np.arange(cfg.num_tokens)[::-1].copy()  # token 0 most frequent
+    a = assignment(m, SLUQuantPlan(), counts)
+    matrices = {n for n, p in m.named_parameters() if p.dim() == 2}
+    assert set(a) == matrices
+    emb = np.asarray(a["bert.embed_tokens.weight"])
+    assert emb[cfg.cls_id] == 3 and emb[0] == 3 and emb[cfg.num_tokens - 1] == 1
+    assert emb[cfg.pad_id] == 1 and emb[cfg.mask_id] == 1
+    assert 1.0 < average_bits(m, a) < 3.0
+    with pytest.raises(ConfigError):
+        assignment(m, SLUQuantPlan(ffn=5), counts)
+
+
+@pytest.mark.parametrize("quantized", [False, True])
+def test_export_matches_pytorch_in_onnxruntime(tmp_path, quantized):
+    ort = pytest.importorskip("onnxruntime")
+    from ondevice.slu.export import export_slu
+
+    if quantized:
+        m, _, d = _quantized_tiny(tmp_path)
+    else:
+        torch.manual_seed(4)
+        m = SpeechIntentModel(SLUConfig(**TINY).validate()).eval()
+        d = tmp_path / "f"
+        export_slu(m, d)
+    man = json.loads((d / "manifest.json").read_text())
+    assert man["model_kind"] == "slu-intent" and man["quantized"] is quantized
+    assert ("BitPlaneMatMul" in man["ops"]) is quantized
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    s = ort.InferenceSession(str(d / "understand.onnx"), so)
+    rng = np.random.default_rng(5)
+    for n in (man["min_samples"], 8000, 16000 + 123):
+        w = (rng.standard_normal((1, n)) * 0.1).astype(np.float32)
+        ref = m(torch.from_numpy(w))
+        for out, (slot, v) in zip(s.run(None, {"audio": w}), ref.items()):
+            np.testing.assert_allclose(out, v.numpy(), rtol=1e-4, atol=1e-4, err_msg=slot)
+    # one sample fewer than min_samples leaves no frame
+    assert num_frames(man["min_samples"] - 1, m.cfg) == 0
+
+
+def test_understander_onnxruntime_backend_and_bad_audio(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from ondevice.errors import DataError
+    from ondevice.onnx_export.errors import OnnxModelError
+    from ondevice.slu.intents import INTENT_KEYS
+    from ondevice.understander import Understander
+
+    _, _, d = _quantized_tiny(tmp_path)
+    u = Understander(d, backend="onnxruntime", threads=1)
+    rng = np.random.default_rng(6)
+    r = u.understand((rng.standard_normal(16000) * 0.1).astype(np.float32))
+    assert r.key in INTENT_KEYS  # decoded over the valid intents
+    assert all(0 < v <= 1 for v in r.scores.values())
+    assert json.loads(json.dumps(r.to_dict()))["intent"] == r.key
+    with pytest.raises(DataError):
+        u.understand(np.zeros(100, np.float32))          # shorter than 0.1 s
+    with pytest.raises(DataError):
+        u.understand(np.full(16000, np.nan, np.float32))
+    (d / "weights.bin").write_bytes(b"\0" + (d / "weights.bin").read_bytes()[1:])
+    with pytest.raises(OnnxModelError, match="sha256"):
+        Understander(d, backend="onnxruntime")
+
+
+def test_tiny_recipe_end_to_end(tmp_path):
+    """A few steps of every stage on a tiny rendered corpus; then the exported model answers through
+    ``ondevice understand`` (this pins the plumbing, not the accuracy: that is the model card's job)."""
+    from ondevice.cli import main
+    from ondevice.slu import corpus
+    from ondevice.slu.train import SLUTrainConfig, run_stages
+
+    if not all(shutil.which(t) for t in ("espeak-ng", "sox")):
+        pytest.fail("espeak-ng and sox are required (tests/install_system_deps.sh installs them)")
+    corpus.generate_corpus(tmp_path / "c", {"train": 24, "valid": 6, "test": 6}, seed=3,
+                           engines=("espeak-ng",), progress=False)
+    cfg = SLUTrainConfig(corpus=str(tmp_path / "c"), out=str(tmp_path / "run"), model=TINY, vq_steps=4, vq_batch=4,
+                         bert_steps=3, teacher_epochs=1, kd1_steps=3, finetune_epochs=1, qat_epochs=1,
+                         variants=("none", "both"), quant_plan={"method": "greedy"}, threads=1,
+                         teacher=str(REPO / "models" / "nmt-en-de"))
+    run_stages(cfg)
+    run = tmp_path / "run"
+    table = json.loads((run / "ablation.json").read_text())
+    assert set(table) == {"none", "both"}
+    q = json.loads((run / "quantized.json").read_text())
+    assert q["average_bits"] < 3 and 0 <= q["qat"]["intent_accuracy"] <= 1
+    # resuming is a no-op (every stage's output exists)
+    before = (run / "onnx" / "manifest.json").read_bytes()
+    run_stages(cfg)
+    assert (run / "onnx" / "manifest.json").read_bytes() == before
+    wav = sorted((tmp_path / "c" / "test").glob("*.wav"))[0]
+    assert main(["understand", "--model", str(run / "onnx"), "--backend", "onnxruntime", "--json", str(wav)]) == 0
