@@ -200,7 +200,8 @@ def _cmd_export_slu(args: argparse.Namespace) -> int:
         from .bench.understand import bench_understand
 
         bench = bench_understand(Path(args.run) / "onnx", args.corpus, args.bench, 3, args.run)
-    card = write_slu_model(args.run, args.out, args.corpus, bench=bench, progress=not args.quiet)
+    card = write_slu_model(args.run, args.out, args.corpus, bench=bench, progress=not args.quiet,
+                           ablation_run=args.ablation_run)
     print(json.dumps({k: card[k] for k in ("size_bytes", "average_bits", "test", "regression")}, indent=1))
     return 0
 
@@ -662,6 +663,7 @@ def build_parser() -> argparse.ArgumentParser:
     xsl.add_argument("--corpus", default="data/slu", help="corpus directory (default data/slu)")
     xsl.add_argument("--out", default="models/slu-intent-bcq", help="model directory (default models/slu-intent-bcq)")
     xsl.add_argument("--bench", type=int, default=0, help="also time N utterances per engine (default 0: no)")
+    xsl.add_argument("--ablation-run", default=None, help="take the ablation table from this run (default --run)")
     xsl.add_argument("--quiet", action="store_true", help="no progress line")
     xsl.set_defaults(func=_cmd_export_slu)
 

@@ -192,3 +192,24 @@ def test_tiny_recipe_end_to_end(tmp_path):
     assert (run / "onnx" / "manifest.json").read_bytes() == before
     wav = sorted((tmp_path / "c" / "test").glob("*.wav"))[0]
     assert main(["understand", "--model", str(run / "onnx"), "--backend", "onnxruntime", "--json", str(wav)]) == 0
+
+
+def test_understand_cli_reports_bad_files(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from ondevice.cli import main
+
+    _, _, d = _quantized_tiny(tmp_path)
+    good = tmp_path / "good.wav"
+    import wave
+
+    with wave.open(str(good), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(44100)
+        w.writeframes((np.random.default_rng(7).standard_normal((44100, 2)) * 3000).astype("<i2").tobytes())
+    bad = tmp_path / "notes.wav"
+    bad.write_text("not audio")
+    assert main(["understand", "--model", str(d), "--backend", "onnxruntime", "--json", str(good), str(bad)]) == 1
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert lines[0]["file"] == str(good) and set(lines[0]) >= {"action", "object", "location", "scores"}
+    assert lines[1]["file"] == str(bad) and "not an audio file" in lines[1]["error"]

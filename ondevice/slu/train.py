@@ -55,6 +55,7 @@ class SLUTrainConfig:
     ship_variant: str = "both"    # the fine-tuning that is quantized and exported
     quant_plan: dict = field(default_factory=dict)  # SLUQuantPlan fields
     qat_epochs: int = 1
+    qat_lr: float = 1e-4
     qat_refresh_every: int = 8
     limit: int | None = None      # utterances per split (tests and smoke runs)
     threads: int = 0
@@ -280,7 +281,7 @@ def stage_quantize(run: Run) -> None:
     run.log(f"PTQ (no retraining) test intent accuracy {ptq['intent_accuracy']:.4f}")
     teacher_logits = load_torch(run.path("teacher.pt"))["train_logits"]
     _, history = finetune(model.bert, new["train"], splits["train"].labels, teacher_logits,
-                          (new["valid"], splits["valid"].labels), epochs=run.cfg.qat_epochs, lr=1e-4,
+                          (new["valid"], splits["valid"].labels), epochs=run.cfg.qat_epochs, lr=run.cfg.qat_lr,
                           seed=run.cfg.seed, log=run.log, step_hook=lambda: fake_quant_step(model.bert))
     qat = evaluate(model.bert, new["test"], splits["test"].labels, splits["test"].heldout_phrasing)
     run.log(f"QAT test intent accuracy {qat['intent_accuracy']:.4f}")

@@ -1,0 +1,67 @@
+"""CI regression of the shipped speech-intent model against its card (models/slu-intent-bcq/card.json):
+held-out-voice intent accuracy on a fixed subset of the test split (rendered here by the corpus
+generator, which is a pure function of (seed, split, index), so the subset is the same utterances
+the card was measured on), the size limit, and native/onnxruntime agreement."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = REPO / "models" / "slu-intent-bcq"
+
+
+@pytest.fixture(scope="module")
+def card() -> dict:
+    path = MODEL / "card.json"
+    if not path.is_file():
+        pytest.fail(f"{path} is missing: the speech model must be shipped")
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def subset(card, tmp_path_factory) -> Path:
+    from ondevice.slu import corpus
+
+    reg = card["regression"]
+    if not all(shutil.which(t) for t in ("espeak-ng", "flite", "sox")):
+        pytest.fail("espeak-ng, flite and sox are required to render the regression subset "
+                    "(tests/install_system_deps.sh installs them)")
+    out = tmp_path_factory.mktemp("slu") / "c"
+    corpus.generate_corpus(out, {"train": 0, "valid": 0, "test": reg["limit"]}, seed=reg["seed"], progress=False)
+    return out
+
+
+def _files(d: Path) -> int:
+    m = json.loads((d / "onnx" / "manifest.json").read_text())
+    return sum((d / "onnx" / f["path"]).stat().st_size for f in m["files"]) + (d / "onnx" / "manifest.json").stat().st_size
+
+
+def test_size_matches_the_card_and_the_2mb_budget(card):
+    size = _files(MODEL)
+    assert size == card["size_bytes"], "the shipped files changed size: re-measure and update the card"
+    assert size <= card["max_size_bytes"] <= 2_000_000
+
+
+@pytest.mark.parametrize("backend", ["native", "onnxruntime"])
+def test_held_out_voice_accuracy_meets_the_card(card, subset, backend):
+    from ondevice.slu.evaluate import evaluate_understander
+    from ondevice.understander import Understander
+
+    reg = card["regression"]
+    r = evaluate_understander(Understander(None, threads=1, backend=backend), subset, "test", progress=False)
+    assert r["n"] == reg["limit"]
+    assert r["intent_accuracy"] >= reg["intent_accuracy"] - reg["tolerance"], r
+    assert r["seen_phrasing_intent_accuracy"] >= reg["seen_phrasing_intent_accuracy"] - reg["tolerance"], r
+
+
+def test_default_understander_is_the_shipped_model(card):
+    from ondevice.understander import Understander
+
+    assert Understander(None, threads=1).manifest["model_kind"] == "slu-intent"
+    m = json.loads((MODEL / "onnx" / "manifest.json").read_text())
+    assert m["quantized"] and m["training"]["average_bits"] <= 3.0
