@@ -213,3 +213,32 @@ def test_understand_cli_reports_bad_files(tmp_path, capsys):
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert lines[0]["file"] == str(good) and set(lines[0]) >= {"action", "object", "location", "scores"}
     assert lines[1]["file"] == str(bad) and "not an audio file" in lines[1]["error"]
+
+
+def test_split_cache_survives_subsets_and_concurrent_loaders(tmp_path):
+    """A subset load must not replace the whole split's cache, and two processes filling the cache at
+    once must not collide on one temporary file (both happened while training)."""
+    import multiprocessing as mp
+
+    from ondevice.slu import corpus
+    from ondevice.slu.dataset import load_split
+
+    if not shutil.which("espeak-ng") or not shutil.which("sox"):
+        pytest.fail("espeak-ng and sox are required (tests/install_system_deps.sh installs them)")
+    root = tmp_path / "c"
+    corpus.generate_corpus(root, {"train": 0, "valid": 0, "test": 4}, seed=1, engines=("espeak-ng",),
+                           progress=False)
+    full = load_split(root, "test", progress=False)
+    stamp = (root / ".cache" / "test.npz").stat().st_mtime_ns
+    assert len(load_split(root, "test", limit=2, progress=False)) == 2
+    assert (root / ".cache" / "test.npz").stat().st_mtime_ns == stamp
+    (root / ".cache" / "test.npz").unlink()
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=load_split, args=(root, "test"), kwargs={"progress": False}) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    assert all(p.exitcode == 0 for p in procs)
+    assert sorted(f.name for f in (root / ".cache").iterdir()) == ["test.npz"]
+    np.testing.assert_array_equal(load_split(root, "test", progress=False).audio, full.audio)

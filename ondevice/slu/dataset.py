@@ -91,7 +91,8 @@ def _read_wav16k(path: Path) -> np.ndarray:
 
 def load_split(corpus_dir: str | os.PathLike, split: str, limit: int | None = None,
                progress: bool = True) -> SLUSplit:
-    """Load ``{corpus_dir}/{split}.jsonl`` and its audio (cached as ``.cache/{split}.npz``)."""
+    """Load ``{corpus_dir}/{split}.jsonl`` and its audio (a whole split is cached as
+    ``.cache/{split}.npz``; several processes may load at once)."""
     root = Path(corpus_dir)
     manifest = root / f"{split}.jsonl"
     rows = read_manifest(manifest)
@@ -99,6 +100,7 @@ def load_split(corpus_dir: str | os.PathLike, split: str, limit: int | None = No
         rows = rows[:limit]
     st = manifest.stat()
     key = f"{st.st_size}:{st.st_mtime_ns}:{len(rows)}"
+    # Only whole splits are cached: a subset (``limit``) must not evict the full split's cache.
     cache = root / ".cache" / f"{split}.npz"
     audio = offsets = None
     if cache.exists():
@@ -113,10 +115,11 @@ def load_split(corpus_dir: str | os.PathLike, split: str, limit: int | None = No
                 bar.update()
         lens = np.array([len(p) for p in parts], dtype=np.int64)
         audio, offsets = np.concatenate(parts), np.concatenate([[0], np.cumsum(lens)])
-        cache.parent.mkdir(exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
-        np.savez(tmp, audio=audio, offsets=offsets, key=np.array(key))
-        os.replace(tmp, cache)
+        if limit is None:
+            cache.parent.mkdir(exist_ok=True)
+            tmp = cache.with_name(f"{split}.{os.getpid()}.tmp.npz")  # per process: concurrent loaders
+            np.savez(tmp, audio=audio, offsets=offsets, key=np.array(key))
+            os.replace(tmp, cache)
     labels = {}
     for slot, vocab in SLOTS.items():
         index = {v: i for i, v in enumerate(vocab)}
