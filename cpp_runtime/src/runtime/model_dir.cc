@@ -9,6 +9,38 @@
 
 namespace ondevice::detail {
 
+Manifest load_manifest(const std::string& model_dir, const std::string& kind, const std::string& kind_description,
+                       const std::string& hint) {
+  Manifest m;
+  m.dir = model_dir;
+  while (m.dir.size() > 1 && m.dir.back() == '/') m.dir.pop_back();
+  m.path = m.dir + "/manifest.json";
+  try {
+    m.json = load_json_file(m.path);
+  } catch (const FormatError& e) {
+    throw FormatError(std::string(e.what()) + " (is '" + m.dir + "' " + hint + "?)");
+  }
+  try {
+    const JsonValue& j = m.json;
+    if (j.at("format").as_string() != "ondevice-onnx-model")
+      throw FormatError(m.path + ": not an ondevice ONNX export (format '" + j.at("format").as_string() + "')");
+    const std::string version = j.at("format_version").as_string();
+    if (version.rfind("1.", 0) != 0)
+      throw FormatError(m.path + ": format_version " + version + " is not supported (this runtime reads 1.x)");
+    if (j.at("model_kind").as_string() != kind)
+      throw FormatError(m.path + ": model_kind '" + j.at("model_kind").as_string() + "' is not " + kind_description);
+  } catch (const FormatError& e) {
+    rethrow_with_manifest_path(e, m);
+  }
+  return m;
+}
+
+void rethrow_with_manifest_path(const FormatError& e, const Manifest& m) {
+  const std::string what = e.what();
+  if (what.find(m.dir) != std::string::npos) throw e;
+  throw FormatError(m.path + ": " + what);
+}
+
 std::string model_file(const std::string& dir, const JsonValue& v) {
   const std::string& name = v.as_string();
   if (name.empty() || name.find('/') != std::string::npos || name.find('\\') != std::string::npos ||

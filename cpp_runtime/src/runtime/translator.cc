@@ -44,23 +44,12 @@ struct Translator::Impl {
 };
 
 void Translator::Impl::load(const std::string& model_dir) {
-  dir = model_dir;
-  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
-  const std::string manifest_path = dir + "/manifest.json";
-  JsonValue m;
+  const detail::Manifest manifest = detail::load_manifest(model_dir, "nmt-transformer", "a translation model",
+                                                          "a model directory written by `ondevice export nmt`");
+  dir = manifest.dir;
+  const std::string& manifest_path = manifest.path;
+  const JsonValue& m = manifest.json;
   try {
-    m = load_json_file(manifest_path);
-  } catch (const FormatError& e) {
-    throw FormatError(std::string(e.what()) + " (is '" + dir + "' a model directory written by `ondevice export nmt`?)");
-  }
-  try {
-    if (m.at("format").as_string() != "ondevice-onnx-model")
-      throw FormatError(manifest_path + ": not an ondevice ONNX export (format '" + m.at("format").as_string() + "')");
-    const std::string version = m.at("format_version").as_string();
-    if (version.rfind("1.", 0) != 0)
-      throw FormatError(manifest_path + ": format_version " + version + " is not supported (this runtime reads 1.x)");
-    if (m.at("model_kind").as_string() != "nmt-transformer")
-      throw FormatError(manifest_path + ": model_kind '" + m.at("model_kind").as_string() + "' is not a translation model");
     src = m.at("src").as_string();
     tgt = m.at("tgt").as_string();
     const JsonValue& ids = m.at("special_ids");
@@ -92,9 +81,7 @@ void Translator::Impl::load(const std::string& model_dir) {
     encoder = std::make_unique<Executor>(Executor::load(member(dir, graphs.at("encoder").at("file")), eo));
     decoder = std::make_unique<Executor>(Executor::load(member(dir, graphs.at("decoder_step").at("file")), eo));
   } catch (const FormatError& e) {
-    const std::string what = e.what();
-    if (what.find(dir) != std::string::npos) throw;
-    throw FormatError(manifest_path + ": " + what);
+    detail::rethrow_with_manifest_path(e, manifest);
   }
   // The graphs must have the inputs and outputs the manifest promises.
   auto require = [&](const Executor& ex, const std::vector<std::string>& names, bool inputs, const char* graph) {

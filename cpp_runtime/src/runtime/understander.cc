@@ -52,25 +52,13 @@ struct Understander::Impl {
 };
 
 void Understander::Impl::load(const std::string& model_dir) {
-  dir = model_dir;
-  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
-  const std::string manifest_path = dir + "/manifest.json";
-  JsonValue m;
-  try {
-    m = load_json_file(manifest_path);
-  } catch (const FormatError& e) {
-    throw FormatError(std::string(e.what()) + " (is '" + dir + "' a speech model directory written by export_slu?)");
-  }
+  const detail::Manifest manifest =
+      detail::load_manifest(model_dir, "slu-intent", "a speech-intent model (slu-intent)",
+                            "a speech model directory written by export_slu");
+  dir = manifest.dir;
+  const JsonValue& m = manifest.json;
   std::vector<std::string> outputs;
   try {
-    if (m.at("format").as_string() != "ondevice-onnx-model")
-      throw FormatError(manifest_path + ": not an ondevice ONNX export (format '" + m.at("format").as_string() + "')");
-    const std::string version = m.at("format_version").as_string();
-    if (version.rfind("1.", 0) != 0)
-      throw FormatError(manifest_path + ": format_version " + version + " is not supported (this runtime reads 1.x)");
-    if (m.at("model_kind").as_string() != "slu-intent")
-      throw FormatError(manifest_path + ": model_kind '" + m.at("model_kind").as_string() +
-                        "' is not a speech-intent model (slu-intent)");
     const JsonValue& rate = m.at("sample_rate");
     if (rate.as_int() != kSampleRate)
       throw FormatError(rate.describe_location() + ": sample_rate " + std::to_string(rate.as_int()) +
@@ -147,9 +135,7 @@ void Understander::Impl::load(const std::string& model_dir) {
     eo.kernel = options.kernel;
     graph = std::make_unique<Executor>(Executor::load(graph_path, eo));
   } catch (const FormatError& e) {
-    const std::string what = e.what();
-    if (what.find(dir) != std::string::npos) throw;
-    throw FormatError(manifest_path + ": " + what);
+    detail::rethrow_with_manifest_path(e, manifest);
   }
   // The graph must have the input and outputs the manifest promises.
   if (graph->input_names() != std::vector<std::string>{input_name})
