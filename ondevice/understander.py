@@ -3,9 +3,10 @@
 ``model=None`` is the shipped default speech-intent model (models/slu-intent-bcq, installed with
 the package).  Audio can be a file path (WAV of any PCM/float format, FLAC/Ogg via soundfile) or a
 numpy array with its sample rate; it is downmixed to mono and resampled to 16 kHz
-(:mod:`ondevice.slu.audio`).  Limits: 0.1 s to 30 s per utterance (longer: AudioError; commands
-are a few seconds and the model's position table is bounded); silence is accepted and gives the
-model's guess (low scores).
+(:mod:`ondevice.slu.audio`).  Limits: 0.1 s to 30 s per utterance (outside: AudioError; commands
+are a few seconds and the model's position table is bounded), and at least the model's
+``min_samples`` (0.24 s for the shipped model: one position after its convolutions; shorter:
+DataError); silence is accepted and gives the model's guess (low scores).
 
 Backends: ``native`` (default; the C++ runtime with LUT bit-plane kernels, no PyTorch or
 onnxruntime needed) and ``onnxruntime`` (stock onnxruntime on the same export: the reference).

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 
 from ondevice.errors import ConfigError
 from ondevice.slu.model import (FeatureEncoder, FrameConv, SLUConfig, SpeechIntentModel, group_tokens,
-                                kmeans_codebooks, kmeans_logits, num_frames, standardize)
+                                bert_frames, kmeans_codebooks, kmeans_logits, num_frames,
+                                standardize)
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(conv_channels=16, d_model=32, heads=2, ffn_dim=64, layers=1, vq_codewords=8, max_frames=256)
@@ -81,7 +82,7 @@ def test_config_validation():
 def _quantized_tiny(tmp_path):
     from ondevice.quant.fake_quant import apply_fake_quant, export_bcq, remove_fake_quant
     from ondevice.slu.export import export_slu
-    from ondevice.slu.quantize import SLUQuantPlan, assignment, average_bits, pack_results
+    from ondevice.slu.quantize import SLUQuantPlan, assignment, pack_results
 
     torch.manual_seed(3)
     cfg = SLUConfig(**TINY).validate()
@@ -106,9 +107,13 @@ def test_quant_plan_covers_every_matrix_with_frequency_bits(tmp_path):
     a = assignment(m, SLUQuantPlan(), counts)
     matrices = {n for n, p in m.named_parameters() if p.dim() == 2}
     assert set(a) == matrices
-    emb = np.asarray(a["bert.embed_tokens.weight"])
-    assert emb[cfg.cls_id] == 3 and emb[0] == 3 and emb[cfg.num_tokens - 1] == 1
-    assert emb[cfg.pad_id] == 1 and emb[cfg.mask_id] == 1
+    v = cfg.vq_codewords
+    for g in range(cfg.vq_groups):  # codeword 0 is the most frequent in both groups of these counts
+        emb = np.asarray(a[f"bert.embed_groups.{g}.weight"])
+        assert emb.shape == (v + 2,)
+        assert emb[0] == 3 and emb[v - 1] < 3 and np.all(np.diff(emb[:v].astype(int)) <= 0)
+        assert emb[v] == 1 and emb[v + 1] == 1  # [MASK] and padding rows: never read at inference
+    assert a["bert.convs.0.proj.weight"] == SLUQuantPlan().bert_conv
     assert 1.0 < average_bits(m, a) < 3.0
     with pytest.raises(ConfigError):
         assignment(m, SLUQuantPlan(ffn=5), counts)
@@ -138,8 +143,9 @@ def test_export_matches_pytorch_in_onnxruntime(tmp_path, quantized):
         ref = m(torch.from_numpy(w))
         for out, (slot, v) in zip(s.run(None, {"audio": w}), ref.items()):
             np.testing.assert_allclose(out, v.numpy(), rtol=1e-4, atol=1e-4, err_msg=slot)
-    # one sample fewer than min_samples leaves no frame
-    assert num_frames(man["min_samples"] - 1, m.cfg) == 0
+    # one sample fewer than min_samples leaves the BERT no position
+    assert bert_frames(num_frames(man["min_samples"] - 1, m.cfg), m.cfg) == 0
+    assert bert_frames(num_frames(man["min_samples"], m.cfg), m.cfg) == 1
 
 
 def test_understander_onnxruntime_backend_and_bad_audio(tmp_path):
@@ -158,6 +164,11 @@ def test_understander_onnxruntime_backend_and_bad_audio(tmp_path):
     assert json.loads(json.dumps(r.to_dict()))["intent"] == r.key
     with pytest.raises(DataError):
         u.understand(np.zeros(100, np.float32))          # shorter than 0.1 s
+    lo = int(u.manifest["min_samples"])
+    assert lo > 1600  # the BERT's strided convolutions need more than the reader's 0.1 s minimum
+    with pytest.raises(DataError, match=f"audio too short: {lo - 1} samples at 16 kHz, the model needs at least {lo}"):
+        u.understand(np.zeros(lo - 1, np.float32))
+    assert u.understand(np.zeros(lo, np.float32)).key in INTENT_KEYS
     with pytest.raises(DataError):
         u.understand(np.full(16000, np.nan, np.float32))
     (d / "weights.bin").write_bytes(b"\0" + (d / "weights.bin").read_bytes()[1:])
@@ -242,3 +253,47 @@ def test_split_cache_survives_subsets_and_concurrent_loaders(tmp_path):
     assert all(p.exitcode == 0 for p in procs)
     assert sorted(f.name for f in (root / ".cache").iterdir()) == ["test.npz"]
     np.testing.assert_array_equal(load_split(root, "test", progress=False).audio, full.audio)
+
+
+def test_time_warp_resamples_in_order_within_the_amount():
+    from ondevice.slu.distill import time_warp
+
+    rng = np.random.default_rng(0)
+    x = np.arange(100, dtype=np.int64)
+    assert time_warp(x, rng, 0.0) is x
+    assert time_warp(x[:1], rng, 0.2).tolist() == [0]
+    lengths = set()
+    for _ in range(200):
+        y = time_warp(x, rng, 0.15)
+        assert 85 <= len(y) <= 115
+        assert np.all(np.diff(y) >= 0) and y[0] == 0  # frames repeated or dropped, never reordered
+        assert np.all(np.diff(y) <= 2)                 # at most every other frame dropped at 15 %
+        lengths.add(len(y))
+    assert len(lengths) > 10
+
+
+def test_speech_bert_group_embeddings_and_padding_do_not_leak():
+    """A token's embedding is the sum of its groups' rows; a padded utterance in a batch gives the
+    same [CLS] output as the utterance alone (the strided convolutions never read the padding)."""
+    torch.manual_seed(7)
+    cfg = SLUConfig(**TINY).validate()
+    from ondevice.slu.model import SpeechBert
+
+    bert = SpeechBert(cfg).eval()
+    v = cfg.vq_codewords
+    tok = torch.tensor([[3 * v + 5, cfg.mask_id, cfg.pad_id]])
+    idx = bert.group_ids(tok)
+    assert idx.tolist() == [[[3, 5], [v, v], [v + 1, v + 1]]]
+    e = bert.embed(tok)
+    torch.testing.assert_close(e[0, 0], bert.embed_groups[0].weight[3] + bert.embed_groups[1].weight[5])
+    rng = np.random.default_rng(1)
+    short = torch.from_numpy(rng.integers(0, cfg.num_tokens, 23))
+    long = torch.from_numpy(rng.integers(0, cfg.num_tokens, 40))
+    batch = torch.full((2, 40), cfg.pad_id, dtype=torch.long)
+    batch[0, :23], batch[1] = short, long
+    with torch.no_grad():
+        both = bert(batch)
+        alone = bert(short[None])
+    for slot in alone:
+        torch.testing.assert_close(both[slot][0], alone[slot][0], rtol=1e-5, atol=1e-5)
+    assert bert.encode(short[None]).shape[1] == 1 + bert_frames(23, cfg)

@@ -63,7 +63,8 @@ def write_slu_model(run_dir: str | os.PathLike, out_dir: str | os.PathLike, corp
             "seen_phrasing_intent_accuracy": ci["seen_phrasing_intent_accuracy"]},
         "training": {"fp32_test": q["fp32"], "ptq_test": q["ptq"], "qat_test": q["qat"],
                      "quantized_front_end_fp32_bert_test": q["quantized_front_end_fp32_bert"],
-                     "tokens_unchanged": q["tokens_unchanged"], "plan": q["plan"], "variant": q["variant"]},
+                     "tokens_unchanged": q["tokens_unchanged"], "plan": q["plan"], "variant": q["variant"],
+                     "qat_epochs": len(q["qat_history"])},
         "ablation": {v: r["test"] for v, r in ablation.items()},
         "ablation_epochs": [h["epoch"] for h in next(iter(ablation.values()))["history"]][-1],
         "shipped_epochs": len(json.loads((run / f"ft_{q['variant']}.json").read_text())["history"]),
@@ -82,7 +83,8 @@ def render_readme(c: dict[str, Any]) -> str:
     lines = [
         "# slu-intent-bcq: spoken command -> action / object / location (default of `ondevice understand`)", "",
         "A vq-wav2vec-style tokenizer (strided convolutions on the 16 kHz waveform, 20 ms frames, k-means "
-        "VQ 2 x 64) and a 3-layer BERT (d 128) over its tokens, distilled from a text teacher in two stages "
+        "VQ 2 x 64) and a BERT over its tokens (one embedding per codebook group, two strided convolutions to "
+        "80 ms positions, 3 pre-LN layers, d 128), distilled from a text teacher in two stages "
         "(Kim et al. 2021), quantized with mixed-precision BCQ and retrained; one ONNX graph with the "
         "`ondevice` bit-plane ops (`onnx/`, export/README.md section 8). Recipe and choices: docs/slu-model.md. "
         "Data: the FSC-style TTS corpus of `ondevice data slu` (docs/slu-data.md); **test voices are never "
@@ -144,17 +146,23 @@ def render_readme(c: dict[str, Any]) -> str:
               "the size above.", "",
               "## Reproduce", "",
               "The shipped model came from two runs: `runs/slu` (every stage with the defaults; the ablation) "
-              "and `runs/slu-ship` (the same pre-training outputs, the stage-1 variant fine-tuned 4 epochs "
-              "and retrained 3 epochs with fake quantization). In `runs/slu` the vq stage was started with "
-              "3,000 steps and resumed at step 750 with the final 2,000 (its learning-rate schedule has that "
-              "kink; the default is now 2,000).", "",
+              "and `runs/slu-ship` (the same pre-training outputs, the stage-1 variant fine-tuned "
+              f"{c['shipped_epochs']} epochs, then quantized and retrained {tr['qat_epochs']} "
+              "epochs with fake quantization). History: the tokenizer, tokens and text teacher were made by the "
+              "first version of the recipe (its vq stage was started with 3,000 steps and resumed at step 750 "
+              "with the final 2,000, so its learning-rate schedule has that kink; the default is 2,000); the "
+              "BERT stages onward were re-run for the second version (group embeddings, strided convolutions, "
+              "time warp). Logs and stage outputs: `training/` (`runs-slu-v1.log`: tokenizer and teacher; "
+              "`runs-slu-bert-nowarp.log` + `ablation-nowarp.json`: the BERT pre-training, stage-1 KD and a first "
+              "ablation without time warp, whose validation accuracy chose the shipped variant; `runs-slu.log` + "
+              "`ablation.json`: the ablation above; `runs-slu-ship.log` + `quantized.json`: the shipped run).", "",
               "    ondevice data slu --out data/slu                                   # ~21 min on one core",
               "    ondevice train slu --corpus data/slu --out runs/slu                # ~1 h on 2 cores",
               "    mkdir runs/slu-ship && cp runs/slu/{tokenizer.pt,tokens.npz,bert_mlm.pt,teacher.pt,bert_kd1.pt} "
               "runs/slu-ship/",
               "    ondevice train slu --corpus data/slu --out runs/slu-ship --stages finetune,quantize \\",
-              "        --set 'variants=[\"stage1\"]' --set finetune_epochs=4 --set finetune_lr=6e-4 \\",
-              "        --set ship_variant=stage1 --set qat_epochs=3 --set qat_lr=6e-4  # ~25 min",
+              "        --set 'variants=[\"stage1\"]' --set ship_variant=stage1 \\",
+              f"        --set finetune_epochs={c['shipped_epochs']}                                # ~25 min",
               "    ondevice export slu --run runs/slu-ship --ablation-run runs/slu --corpus data/slu \\",
               "        --out models/slu-intent-bcq --bench 100                        # measures this card",
               "    ondevice eval slu --corpus data/slu --split test                   # the shipped row above", ""]

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from ..progress import Progress
 from .model import SLOTS, SLUConfig, SpeechBert
+from .evaluate import by_phrasing
 from .pretrain import _lr, pad_batch, span_mask
 
 LogFn = Callable[[str], None]
@@ -150,12 +151,7 @@ def evaluate_teacher(teacher: TextTeacher, tokenizer, pad_id: int, transcripts: 
     for b in range(0, len(ids), 256):
         _, lg = teacher(pad_batch([np.array(x) for x in ids[b:b + 256]], pad_id))
         ok[b:b + 256] = intent_correct(lg, slot_targets(labels, np.arange(b, min(b + 256, len(ids))))).numpy()
-    out = {"n": len(ok), "intent_accuracy": float(ok.mean())}
-    if heldout is not None:
-        for name, m in (("seen_phrasing", ~heldout), ("heldout_phrasing", heldout)):
-            if m.any():
-                out[f"{name}_intent_accuracy"] = float(ok[m].mean())
-    return out
+    return {"n": len(ok), "intent_accuracy": float(ok.mean()), **by_phrasing(ok, heldout, counts=False)}
 
 
 def split_logits(cat: Tensor) -> dict[str, Tensor]:
@@ -168,15 +164,25 @@ def split_logits(cat: Tensor) -> dict[str, Tensor]:
 
 def feature_mask(b: int, n: int, d: int, rng: np.random.Generator, time_prob: float = 0.05, time_span: int = 5,
                  channels: int = 8) -> Tensor:
-    """0/1 ``[b, n, d]``: time masks (spans of frames, [CLS] kept) and one channel band per row."""
+    """0/1 ``[b, n, d]`` over the embedded token frames: time masks (spans of frames) and one channel
+    band per row (SpecAugment-style)."""
     m = np.ones((b, n, d), dtype=np.float32)
-    tm = span_mask([n - 1] * b, n - 1, time_prob, time_span, rng)
-    m[:, 1:][tm] = 0.0
+    m[span_mask([n] * b, n, time_prob, time_span, rng)] = 0.0
     for i in range(b):
         w = int(rng.integers(0, channels + 1))
         c0 = int(rng.integers(0, d - w + 1))
         m[i, :, c0:c0 + w] = 0.0
     return torch.from_numpy(m)
+
+
+def time_warp(tokens: np.ndarray, rng: np.random.Generator, amount: float) -> np.ndarray:
+    """The token sequence resampled in time by a random factor in [1 - amount, 1 + amount] (frames
+    repeated or dropped at even spacing): speaking rate differs between voices, and a held-out voice
+    may be faster or slower than every training voice."""
+    if amount <= 0 or len(tokens) < 2:
+        return tokens
+    n = max(1, int(round(len(tokens) * rng.uniform(1 - amount, 1 + amount))))
+    return tokens[np.minimum((np.arange(n) * len(tokens) / n).astype(np.int64), len(tokens) - 1)]
 
 
 def _augment(x: Tensor, lengths: list[int], cfg: SLUConfig, rng: np.random.Generator) -> Tensor:
@@ -230,23 +236,18 @@ def evaluate(bert: SpeechBert, tokens: list[np.ndarray], labels: dict[str, np.nd
         pred = decode_intents(logits)
         for s in SLOTS:
             slot_ok[s][sel] = pred[s].eq(tgt[s]).numpy()
-    out = {"n": len(tokens), "intent_accuracy": float(ok.mean()),
-           **{f"{s}_accuracy": float(v.mean()) for s, v in slot_ok.items()}}
-    if heldout is not None:
-        for name, m in (("seen_phrasing", ~heldout), ("heldout_phrasing", heldout)):
-            if m.any():
-                out[f"{name}_intent_accuracy"] = float(ok[m].mean())
-                out[f"{name}_n"] = int(m.sum())
-    return out
+    return {"n": len(tokens), "intent_accuracy": float(ok.mean()),
+            **{f"{s}_accuracy": float(v.mean()) for s, v in slot_ok.items()}, **by_phrasing(ok, heldout)}
 
 
 def finetune(bert: SpeechBert, tokens: list[np.ndarray], labels: dict[str, np.ndarray],
              teacher_logits: Tensor | None, valid: tuple[list[np.ndarray], dict[str, np.ndarray]],
              epochs: int = 4, batch: int = 32, lr: float = 3e-4, kd_weight: float = 1.0, seed: int = 0,
              log: LogFn = print, progress: bool = True, step_hook: Callable[[], None] | None = None,
-             params: list | None = None) -> tuple[SpeechBert, list[dict]]:
+             params: list | None = None, warp: float = 0.0) -> tuple[SpeechBert, list[dict]]:
     """Fine-tune on slots (CE), plus ``kd_weight`` x L1(student, teacher logits) when teacher logits
-    are given (stage 2).  Keeps the weights of the best validation epoch."""
+    are given (stage 2); ``warp``: :func:`time_warp` amount (augmentation).  Keeps the weights of
+    the best validation epoch."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     opt = torch.optim.AdamW(params if params is not None else bert.parameters(), lr=lr, weight_decay=0.01)
@@ -263,9 +264,9 @@ def finetune(bert: SpeechBert, tokens: list[np.ndarray], labels: dict[str, np.nd
                 for g in opt.param_groups:
                     g["lr"] = _lr(step, steps, lr, max(1, steps // 20))
                 sel = order[b:b + batch]
-                seqs = [tokens[i] for i in sel]
+                seqs = [time_warp(tokens[i], rng, warp) for i in sel]
                 x = _augment(pad_batch(seqs, bert.cfg.pad_id), [len(s) for s in seqs], bert.cfg, rng)
-                fm = feature_mask(x.shape[0], x.shape[1] + 1, bert.cfg.d_model, rng)
+                fm = feature_mask(x.shape[0], x.shape[1], bert.cfg.d_model, rng)
                 logits = bert(x, fm)
                 tgt = slot_targets(labels, sel)
                 loss = sum(F.cross_entropy(logits[s], tgt[s]) for s in SLOTS)

@@ -5,8 +5,9 @@ Graph ``understand.onnx``: ``audio`` float32 [1, samples] (16 kHz mono, any leve
 ``action_logits`` [1, 6], ``object_logits`` [1, 14], ``location_logits`` [1, 4].  Inside: the
 per-utterance standardization (ReduceMean/Sub/Div/Sqrt), the six strided convolutions as
 Slice/Reshape/Concat + matrix product (:class:`~ondevice.slu.model.FrameConv`), LayerNorm/ReLU, the
-k-means quantizer as a matrix product + ArgMax per group, the token id, the BERT (the translation
-export's attention/FFN blocks) and the three slot heads on [CLS].  Quantized matrices are
+k-means quantizer as a matrix product + ArgMax per group, one embedding lookup per group (summed),
+the BERT's two strided convolutions (the same FrameConv pattern), [CLS] + positions, the BERT (the
+translation export's attention/FFN blocks) and the three slot heads on [CLS].  Quantized matrices are
 ``ondevice.BitPlaneMatMul`` / ``ondevice.BitPlaneGather`` with their function bodies, so stock
 onnxruntime runs the file; the native runtime runs it with its LUT kernels.
 
@@ -27,7 +28,7 @@ from ..bitplane import PackedPlanes
 from ..errors import ConfigError
 from ..staged_dir import StagedWriter, replacing_dir
 from .intents import INTENTS
-from .model import SAMPLE_RATE, SLOTS, SLUConfig, SpeechIntentModel, bert_config, num_frames
+from .model import SAMPLE_RATE, SLOTS, SLUConfig, SpeechIntentModel, bert_config, bert_frames, num_frames
 
 GRAPH_FILE = "understand.onnx"
 MODEL_KIND = "slu-intent"
@@ -58,27 +59,16 @@ def _graph(model: SpeechIntentModel, packed: Mapping[str, PackedPlanes], used_op
     var = g.op("ReduceMean", g.op("Mul", d, d), i64([1]), keepdims=1)
     x = g.op("Div", d, g.op("Sqrt", g.op("Add", var, g.const(1e-5, np.float32))))
     x = g.op("Unsqueeze", x, i64([-1]))  # [1, T, 1]
-    c_in = 1
-    for i, s in enumerate(cfg.conv_strides):
-        p = f"encoder.convs.{i}"
+
+    def frame_conv(x: str, prefix: str, stride: int, c_in: int) -> str:
+        """FrameConv: cut T to a multiple of the stride, frames of stride*C, concat neighbours, linear."""
         length = g.op("Shape", x, start=1, end=2)
-        cut = g.op("Mul", g.op("Div", length, i64([s])), i64([s]))
+        cut = g.op("Mul", g.op("Div", length, i64([stride])), i64([stride]))
         x = g.op("Slice", x, i64([0]), cut, i64([1]))
-        x = g.op("Reshape", x, i64([1, -1, s * c_in]))
+        x = g.op("Reshape", x, i64([1, -1, stride * c_in]))
         x = g.op("Concat", g.op("Slice", x, i64([0]), i64([-1]), i64([1])),
                  g.op("Slice", x, i64([1]), i64([_I64_MAX]), i64([1])), axis=-1)
-        x = g.op("Relu", b.layer_norm(b.linear(x, f"{p}.proj"), f"encoder.norms.{i}"))
-        c_in = cfg.conv_channels
-    # quantizer: nearest codeword per group = argmax of a linear map; token = base-V number
-    logits = g.op("Reshape", b.linear(x, "vq_logits"), i64([1, -1, cfg.vq_groups, cfg.vq_codewords]))
-    idx = g.op("ArgMax", logits, axis=-1, keepdims=0)  # [1, N, G]
-    tok = None
-    for k in range(cfg.vq_groups):
-        part = g.op("Squeeze", g.op("Slice", idx, i64([k]), i64([k + 1]), i64([2])), i64([2]))
-        tok = part if tok is None else g.op("Add", g.op("Mul", tok, i64(cfg.vq_codewords)), part)
-    tokens = g.op("Concat", i64([[cfg.cls_id]]), tok, axis=1)  # [1, 1+N]
-    positions = g.op("Sub", g.op("CumSum", g.op("Cast", g.op("Equal", tokens, tokens), to=TensorProto.INT64),
-                                 i64(1)), i64(1))
+        return b.linear(x, f"{prefix}.proj")
 
     def embed(ids: str, prefix: str) -> str:
         name = f"{prefix}.weight"
@@ -88,7 +78,27 @@ def _graph(model: SpeechIntentModel, packed: Mapping[str, PackedPlanes], used_op
             return g.op(GATHER, ids, *ins, domain=DOMAIN, hint=prefix, **attrs)
         return g.op("Gather", b._dense(name), ids, axis=0)
 
-    h = g.op("Add", embed(tokens, "bert.embed_tokens"), embed(positions, "bert.embed_positions"))
+    c_in = 1
+    for i, s in enumerate(cfg.conv_strides):
+        x = g.op("Relu", b.layer_norm(frame_conv(x, f"encoder.convs.{i}", s, c_in), f"encoder.norms.{i}"))
+        c_in = cfg.conv_channels
+    # quantizer: nearest codeword per group = argmax of a linear map; each group's codeword index
+    # is embedded by its own table and the groups are summed (SpeechBert.embed)
+    logits = g.op("Reshape", b.linear(x, "vq_logits"), i64([1, -1, cfg.vq_groups, cfg.vq_codewords]))
+    idx = g.op("ArgMax", logits, axis=-1, keepdims=0)  # [1, N, G]
+    h = None
+    for k in range(cfg.vq_groups):
+        part = g.op("Squeeze", g.op("Slice", idx, i64([k]), i64([k + 1]), i64([2])), i64([2]))
+        e = embed(part, f"bert.embed_groups.{k}")
+        h = e if h is None else g.op("Add", h, e)
+    for i in range(cfg.bert_convs):
+        h = g.op("Relu", b.layer_norm(frame_conv(h, f"bert.convs.{i}", 2, cfg.d_model), f"bert.conv_norms.{i}"))
+    cls = g.op("Reshape", b._dense("bert.cls"), i64([1, 1, cfg.d_model]))
+    h = g.op("Concat", cls, h, axis=1)  # [1, 1+M, d]
+    # positions 0..M: the first 1+M entries of 0..bert_positions-1
+    positions = g.op("Slice", i64(np.arange(cfg.bert_positions)), i64([0]), g.op("Shape", h, start=1, end=2),
+                     i64([0]))
+    h = g.op("Add", h, embed(positions, "bert.embed_positions"))
     for i in range(cfg.layers):
         p = f"bert.layers.{i}"
         h = b.sublayer(h, p, "self_attn_layer_norm", "self_attn_out_layer_norm",
@@ -155,10 +165,13 @@ def export_slu(model: SpeechIntentModel, out_dir: str | os.PathLike, packed: Map
 
 
 def min_samples(cfg: SLUConfig) -> int:
-    """The fewest samples that give the BERT at least one frame."""
+    """The fewest samples that give the BERT at least one position after its convolutions."""
+    def enough(n: int) -> bool:
+        return bert_frames(num_frames(n, cfg), cfg) >= 1
+
     n = cfg.hop
-    while num_frames(n, cfg) < 1:
+    while not enough(n):
         n += cfg.hop
-    while n > 1 and num_frames(n - 1, cfg) >= 1:
+    while n > 1 and enough(n - 1):
         n -= 1
     return n

@@ -111,9 +111,11 @@ def fit_codebooks(tok: SpeechTokenizer, split: SLUSplit, frames: int, seed: int,
 
 
 @torch.no_grad()
-def tokenize_split(tok, split: SLUSplit, cfg: SLUConfig, progress: bool = True) -> list[np.ndarray]:
-    """Token ids (int16 arrays) of every utterance, one at a time: exactly what the exported graph
-    computes on that utterance alone (no padding effects)."""
+def tokenize_split(tokenize: Callable[[torch.Tensor], torch.Tensor], split: SLUSplit, cfg: SLUConfig,
+                   progress: bool = True) -> list[np.ndarray]:
+    """Token ids (int16 arrays) of every utterance by ``tokenize`` (waveforms ``[1, T]`` -> ids
+    ``[1, N]``: the tokenizer's, or the quantized model's), one at a time: exactly what the
+    exported graph computes on that utterance alone (no padding effects)."""
     out = []
     with Progress(f"tokenizing {split.name}", total=len(split), unit="utt", enabled=progress) as bar:
         for i in range(len(split)):
@@ -121,7 +123,7 @@ def tokenize_split(tok, split: SLUSplit, cfg: SLUConfig, progress: bool = True) 
             if num_frames(w.shape[1], cfg) < 1:
                 out.append(np.zeros(0, np.int16))
             else:
-                out.append(tok.tokenize(w)[0].numpy().astype(np.int16))
+                out.append(tokenize(w)[0].numpy().astype(np.int16))
             bar.update()
     return out
 
@@ -152,13 +154,15 @@ def span_mask(lengths: list[int], n: int, prob: float, span: int, rng: np.random
 def pretrain_bert(tokens: list[np.ndarray], cfg: SLUConfig, steps: int = 2000, batch: int = 32, lr: float = 5e-4,
                   mask_prob: float = 0.05, span: int = 5, seed: int = 0, log: LogFn = print,
                   progress: bool = True) -> SpeechBert:
-    """BERT pre-training by masked-span prediction over the speech tokens (the loss on masked
-    positions only; masked inputs are [MASK])."""
+    """BERT pre-training by masked-span prediction over the speech tokens: masked token frames are
+    [MASK] in the input and each position predicts the G codewords of the ``frames_per_position``
+    token frames behind it (the loss on masked frames only)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     bert = SpeechBert(cfg)
     opt = torch.optim.AdamW(bert.parameters(), lr=lr, weight_decay=0.01)
     bert.train()
+    r = cfg.frames_per_position
     t0 = time.monotonic()
     with Progress("BERT masked-span pre-training", total=steps, unit="step", enabled=progress) as bar:
         for step in range(steps):
@@ -167,9 +171,15 @@ def pretrain_bert(tokens: list[np.ndarray], cfg: SLUConfig, steps: int = 2000, b
             seqs = [tokens[i] for i in rng.integers(0, len(tokens), batch)]
             x = pad_batch(seqs, cfg.pad_id)
             m = torch.from_numpy(span_mask([len(s) for s in seqs], x.shape[1], mask_prob, span, rng))
-            target = x[m]
-            h = bert.encode(x.masked_fill(m, cfg.mask_id))
-            logits = bert.mlm(h[:, 1:][m])
+            logits = bert.mlm_logits(bert.encode(x.masked_fill(m, cfg.mask_id)))  # [B, M, r, G, V]
+            covered = logits.shape[1] * r
+            if covered == 0:  # a batch of utterances too short for one position
+                continue
+            target = bert.group_ids(x[:, :covered]).unflatten(1, (-1, r))      # [B, M, r, G]
+            sel = m[:, :covered].unflatten(1, (-1, r))                           # [B, M, r]
+            logits, target = logits[sel].flatten(0, 1), target[sel].flatten()
+            if target.numel() == 0:  # every masked frame fell behind the last position
+                continue
             loss = F.cross_entropy(logits, target)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -7,8 +7,8 @@ Every matrix is quantized, the convolutions included (they are ``nn.Linear`` ove
 * the feature encoder and the quantizer map decide the *tokens*; their error cannot be trained
   away through the argmax, so they keep more bits and the BERT is retrained on the tokens the
   quantized front end produces (the tokens are recomputed once after quantizing it);
-* the BERT's matrices are fake-quantized (straight-through) while fine-tuning with the stage-2 loss
-  (cross-entropy + L1 to the teacher's logits).
+* the BERT's matrices are fake-quantized (straight-through) while fine-tuning with the shipped variant's loss
+  (cross-entropy, plus L1 to the teacher's logits if the variant has stage-2 KD).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ class SLUQuantPlan:
 
     conv: int = 4
     vq: int = 4
+    bert_conv: int = 2
     embedding: Any = field(default_factory=lambda: {"ratio": 2.0, "bits": [3, 2, 1]})
     positions: int = 2
     attn: int = 3
@@ -47,8 +48,10 @@ def _kind(name: str) -> str | None:
         return "conv"
     if name == "vq_logits.weight":
         return "vq"
-    if name == "bert.embed_tokens.weight":
+    if name.startswith("bert.embed_groups."):
         return "embedding"
+    if name.startswith("bert.convs."):
+        return "bert_conv"
     if name == "bert.embed_positions.weight":
         return "positions"
     if ".self_attn." in name:
@@ -61,8 +64,9 @@ def _kind(name: str) -> str | None:
 
 
 def assignment(model: SpeechIntentModel, plan: SLUQuantPlan, token_counts: np.ndarray) -> dict[str, Any]:
-    """``{weight name: bits}`` for every matrix of the shipped model (per-row bits for the embedding,
-    ranked by the token's frequency in the training tokens; [CLS] counts once per utterance)."""
+    """``{weight name: bits}`` for every matrix of the shipped model (per-row bits for each group's
+    embedding, ranked by its codeword's frequency in the training tokens ``token_counts`` [V**G];
+    the [MASK] and padding rows get the fewest bits)."""
     out: dict[str, Any] = {}
     for name, p in model.named_parameters():
         if p.dim() != 2 or not name.endswith(".weight"):
@@ -74,10 +78,10 @@ def assignment(model: SpeechIntentModel, plan: SLUQuantPlan, token_counts: np.nd
         if isinstance(spec, dict):
             ratio, bits = check_cluster_spec(spec.get("ratio"), spec.get("bits"), kind)
             cfg = model.cfg
-            freq = np.zeros(cfg.vocab_size, dtype=np.int64)
-            freq[: len(token_counts)] = token_counts
-            freq[cfg.cls_id] = freq.max() + 1
-            out[name] = embedding_bits(freq, ratio, bits, demote_ids=(cfg.mask_id, cfg.pad_id))
+            v, group = cfg.vq_codewords, int(name.split(".")[2])
+            codeword = (np.arange(cfg.num_tokens) // v ** (cfg.vq_groups - 1 - group)) % v
+            freq = np.bincount(codeword, weights=np.asarray(token_counts, dtype=np.float64), minlength=v + 2)
+            out[name] = embedding_bits(freq, ratio, bits, demote_ids=(v, v + 1))
         else:
             if isinstance(spec, bool) or not isinstance(spec, int) or not 1 <= spec <= 4:
                 raise ConfigError(f"SLU plan {kind} must be 1..4 bits or clusters, got {spec!r}")

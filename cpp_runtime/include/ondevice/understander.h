@@ -16,7 +16,7 @@
 // graph standardizes each utterance to zero mean and unit variance, so the
 // level does not matter). Resampling and downmixing are the caller's job (the
 // Python package: ondevice.slu.audio; Java: decode to 16 kHz before calling).
-// Length must be in [min_samples, max_seconds * sample_rate] (0.06 s to 30 s
+// Length must be in [min_samples, max_seconds * sample_rate] (0.24 s to 30 s
 // for the shipped model); every sample must be finite. Otherwise
 // ArgumentError with a message saying what is wrong.
 //
