@@ -142,14 +142,10 @@ class Understander:
     def _ort_session(self, threads: int):
         import onnxruntime as ort
 
-        from .staged_dir import file_problem
+        from .onnx_export.manifest import listed_files, verify_listed_files
 
-        for f in self.manifest["files"]:
-            problem = file_problem(self._dir / f["path"], f["size"], f["sha256"])
-            if problem:
-                from .onnx_export.errors import OnnxModelError
-
-                raise OnnxModelError(f"{self._dir / f['path']}: {problem}")
+        verify_listed_files(self._dir, listed_files(self._dir, self.manifest.get("files"),
+                                                    self._dir / "manifest.json"))
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1

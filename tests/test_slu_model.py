@@ -171,6 +171,15 @@ def test_understander_onnxruntime_backend_and_bad_audio(tmp_path):
     assert u.understand(np.zeros(lo, np.float32)).key in INTENT_KEYS
     with pytest.raises(DataError):
         u.understand(np.full(16000, np.nan, np.float32))
+    manifest = json.loads((d / "manifest.json").read_text())
+    for files, message in (([{"path": "../escape.bin", "size": 1, "sha256": "0" * 64}], "escape.bin"),
+                           ([{"path": "weights.bin", "size": -1, "sha256": "0" * 64}], "size >= 0"),
+                           ("weights.bin", "'files' must be a list")):
+        bad = tmp_path / "bad_files"
+        shutil.copytree(d, bad, dirs_exist_ok=True)
+        (bad / "manifest.json").write_text(json.dumps({**manifest, "files": files}))
+        with pytest.raises(OnnxModelError, match=message):
+            Understander(bad, backend="onnxruntime")
     (d / "weights.bin").write_bytes(b"\0" + (d / "weights.bin").read_bytes()[1:])
     with pytest.raises(OnnxModelError, match="sha256"):
         Understander(d, backend="onnxruntime")
@@ -297,3 +306,6 @@ def test_speech_bert_group_embeddings_and_padding_do_not_leak():
     for slot in alone:
         torch.testing.assert_close(both[slot][0], alone[slot][0], rtol=1e-5, atol=1e-5)
     assert bert.encode(short[None]).shape[1] == 1 + bert_frames(23, cfg)
+    for n in (0, 1, 3, 4, 9, 10):  # under 4 token frames leave no position: [CLS] alone
+        assert bert.encode(short[None, :n]).shape[1] == 1 + bert_frames(n, cfg)
+    assert bert_frames(9, cfg) == 0 and bert_frames(10, cfg) == 1

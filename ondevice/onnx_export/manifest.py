@@ -114,29 +114,40 @@ def read_manifest(model_dir: str | Path, verify_files: bool = True) -> dict[str,
     for key, typ in (("model_kind", str), ("quantized", bool), ("src", str), ("tgt", str), ("model_config", dict),
                      ("special_ids", dict), ("graphs", dict), ("tokenizer", str), ("weights", str), ("files", list)):
         _get(m, key, typ, path)
-    listed: dict[str, dict[str, Any]] = {}
-    for i, f in enumerate(m["files"]):
-        rel = _get(f, "path", str, path)
-        _member(root, rel, path)
-        if rel in listed:
-            raise _bad(path, f"{rel} is listed twice in files")
-        if _get(f, "size", int, path) < 0 or not _SHA256.match(_get(f, "sha256", str, path)):
-            raise _bad(path, f"files[{i}] ({rel}) needs a size >= 0 and a lowercase hex sha256")
-        listed[rel] = f
+    listed = listed_files(root, m["files"], path)
     graphs = [_get(_get(m["graphs"], kind, dict, path), "file", str, path) for kind in ("encoder", "decoder_step")]
     for rel in [m["tokenizer"], m["weights"], *graphs]:
         _member(root, rel, path)
         if rel not in listed:
             raise _bad(path, f"{rel} is used but not listed in files (no size and hash to verify it by)")
     if verify_files:
-        for rel, f in listed.items():
-            _verify(_member(root, rel, path), f)
+        verify_listed_files(root, listed)
         for rel in graphs:
             _check_graph_opsets(_member(root, rel, path))
     return m
 
 
-def _verify(path: Path, entry: dict[str, Any]) -> None:
-    problem = file_problem(path, entry["size"], entry["sha256"])
-    if problem:
-        raise _bad(path, problem)
+def listed_files(root: Path, files: Any, where: Path) -> dict[str, dict[str, Any]]:
+    """The manifest's ``files`` list by path, each entry checked for shape (a path inside ``root``,
+    listed once, a size >= 0 and a sha256); shared by every model kind's manifest reader."""
+    if not isinstance(files, list):
+        raise _bad(where, f"'files' must be a list, got {type(files).__name__}")
+    listed: dict[str, dict[str, Any]] = {}
+    for i, f in enumerate(files):
+        rel = _get(f, "path", str, where)
+        _member(root, rel, where)
+        if rel in listed:
+            raise _bad(where, f"{rel} is listed twice in files")
+        if _get(f, "size", int, where) < 0 or not _SHA256.match(_get(f, "sha256", str, where)):
+            raise _bad(where, f"files[{i}] ({rel}) needs a size >= 0 and a lowercase hex sha256")
+        listed[rel] = f
+    return listed
+
+
+def verify_listed_files(root: Path, listed: dict[str, dict[str, Any]]) -> None:
+    """Checks each listed file's size and sha256 (a truncated copy or a stray edit is named, not loaded)."""
+    for rel, entry in listed.items():
+        p = root / rel
+        problem = file_problem(p, entry["size"], entry["sha256"])
+        if problem:
+            raise _bad(p, problem)

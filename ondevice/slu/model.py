@@ -371,12 +371,9 @@ class SpeechBert(nn.Module):
         x = self.embed(tokens)
         if feature_mask is not None:
             x = x * feature_mask
-        for conv, norm in zip(self.convs, self.conv_norms):
-            if x.shape[1] < 4:  # too short for one more output frame: keep the shape, nothing valid
-                x = x[:, :0]
-            else:
-                x = F.relu(norm(conv(x)))
-            lengths = (lengths // 2 - 1).clamp(min=0)
+        for conv, norm in zip(self.convs, self.conv_norms):  # under 4 frames in -> 0 frames out
+            x = F.relu(norm(conv(x)))
+            lengths = (lengths // 2 - 1).clamp(min=0)  # bert_frames, per utterance
         b, m = x.shape[0], x.shape[1]
         x = torch.cat([self.cls.expand(b, 1, -1), x], 1)
         x = x + self.embed_positions(torch.arange(m + 1, device=x.device))[None]

@@ -1,8 +1,5 @@
 package ai.ondevice;
 
-import java.util.concurrent.locks.Lock;
-import java.util.concurrent.locks.ReentrantReadWriteLock;
-
 /**
  * Neural machine translation on the device: the Java face of the native {@code
  * ondevice::Translator} (cpp_runtime/include/ondevice/translator.h), mirroring the Python {@code
@@ -30,8 +27,7 @@ public final class Translator implements AutoCloseable {
   /** The beam size of {@link #translate(String)} and {@link #translateBatch(String[])}. */
   public static final int DEFAULT_BEAM_SIZE = 4;
 
-  private final ReentrantReadWriteLock lock = new ReentrantReadWriteLock();
-  private long handle; // the native ondevice::Translator*; 0 once closed. Guarded by lock.
+  private final NativeHandle handle; // the native ondevice::Translator*
 
   /**
    * Loads the model directory with one kernel thread per available processor.
@@ -59,13 +55,7 @@ public final class Translator implements AutoCloseable {
     }
     NativeLibrary.load();
     int n = threads == 0 ? Math.max(1, Runtime.getRuntime().availableProcessors()) : threads;
-    long h = nativeCreate(modelDir, n);
-    lock.writeLock().lock();
-    try {
-      handle = h;
-    } finally {
-      lock.writeLock().unlock();
-    }
+    handle = new NativeHandle(nativeCreate(modelDir, n), "Translator", Translator::nativeDestroy);
   }
 
   /** The translation of one sentence with beam search of {@link #DEFAULT_BEAM_SIZE}. */
@@ -106,27 +96,12 @@ public final class Translator implements AutoCloseable {
         throw new NullPointerException("sentences[" + i + "] is null");
       }
     }
-    Lock read = lock.readLock();
-    read.lock();
-    try {
-      if (handle == 0) {
-        throw new IllegalStateException("this Translator is closed");
-      }
-      return nativeTranslateBatch(handle, copy, beamSize);
-    } finally {
-      read.unlock();
-    }
+    return handle.call(h -> nativeTranslateBatch(h, copy, beamSize));
   }
 
   /** Whether {@link #close()} was called. */
   public boolean isClosed() {
-    Lock read = lock.readLock();
-    read.lock();
-    try {
-      return handle == 0;
-    } finally {
-      read.unlock();
-    }
+    return handle.isClosed();
   }
 
   /**
@@ -134,17 +109,7 @@ public final class Translator implements AutoCloseable {
    */
   @Override
   public void close() {
-    Lock write = lock.writeLock();
-    write.lock();
-    try {
-      if (handle != 0) {
-        long h = handle;
-        handle = 0;
-        nativeDestroy(h);
-      }
-    } finally {
-      write.unlock();
-    }
+    handle.close();
   }
 
   private static native long nativeCreate(String modelDir, int threads);

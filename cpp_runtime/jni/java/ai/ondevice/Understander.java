@@ -1,8 +1,5 @@
 package ai.ondevice;
 
-import java.util.concurrent.locks.Lock;
-import java.util.concurrent.locks.ReentrantReadWriteLock;
-
 /**
  * Spoken-command understanding on the device: the Java face of the native {@code
  * ondevice::Understander} (cpp_runtime/include/ondevice/understander.h), mirroring the Python
@@ -42,8 +39,7 @@ public final class Understander implements AutoCloseable {
   /** The slots of an {@link Intent}, in order. */
   private static final String[] SLOTS = {"action", "object", "location"};
 
-  private final ReentrantReadWriteLock lock = new ReentrantReadWriteLock();
-  private long handle; // the native ondevice::Understander*; 0 once closed. Guarded by lock.
+  private final NativeHandle handle; // the native ondevice::Understander*
   private final int minSamples;
   private final int maxSamples;
   private final String[][] labels = new String[SLOTS.length][];
@@ -88,12 +84,7 @@ public final class Understander implements AutoCloseable {
       nativeDestroy(h);
       throw e;
     }
-    lock.writeLock().lock();
-    try {
-      handle = h;
-    } finally {
-      lock.writeLock().unlock();
-    }
+    handle = new NativeHandle(h, "Understander", Understander::nativeDestroy);
   }
 
   /**
@@ -107,16 +98,7 @@ public final class Understander implements AutoCloseable {
     if (pcm16k == null) {
       throw new NullPointerException("pcm16k is null");
     }
-    Lock read = lock.readLock();
-    read.lock();
-    try {
-      if (handle == 0) {
-        throw new IllegalStateException("this Understander is closed");
-      }
-      return nativeUnderstand(handle, pcm16k);
-    } finally {
-      read.unlock();
-    }
+    return handle.call(h -> nativeUnderstand(h, pcm16k));
   }
 
   /** The fewest samples {@link #understand(float[])} accepts (the model's shortest input). */
@@ -167,29 +149,13 @@ public final class Understander implements AutoCloseable {
 
   /** Whether {@link #close()} was called. */
   public boolean isClosed() {
-    Lock read = lock.readLock();
-    read.lock();
-    try {
-      return handle == 0;
-    } finally {
-      read.unlock();
-    }
+    return handle.isClosed();
   }
 
   /** Frees the native understander, after waiting for calls in progress. Idempotent. */
   @Override
   public void close() {
-    Lock write = lock.writeLock();
-    write.lock();
-    try {
-      if (handle != 0) {
-        long h = handle;
-        handle = 0;
-        nativeDestroy(h);
-      }
-    } finally {
-      write.unlock();
-    }
+    handle.close();
   }
 
   private static native long nativeCreate(String modelDir, int threads);

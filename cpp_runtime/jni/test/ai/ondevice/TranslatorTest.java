@@ -1,5 +1,7 @@
 package ai.ondevice;
 
+import static ai.ondevice.Checks.*;
+
 import java.io.File;
 import java.io.FileInputStream;
 import java.io.IOException;
@@ -32,58 +34,9 @@ import java.util.concurrent.Future;
  * by cpp_runtime/jni/test/make_expected.py.
  */
 public final class TranslatorTest {
-  private static int failures;
-  private static int checks;
-
   private static File model;
   private static File root;
   private static boolean quick;
-
-  interface Body {
-    void run() throws Exception;
-  }
-
-  private static void check(boolean ok, String what) {
-    checks++;
-    if (!ok) {
-      failures++;
-      System.out.println("  FAIL: " + what);
-    }
-  }
-
-  private static void checkEquals(Object expected, Object actual, String what) {
-    check(expected == null ? actual == null : expected.equals(actual),
-        what + ": expected <" + expected + "> got <" + actual + ">");
-  }
-
-  /** Runs body and checks it throws exactly `type` (or a subclass); returns the exception. */
-  private static Throwable checkThrows(Class<? extends Throwable> type, String what, Body body) {
-    try {
-      body.run();
-    } catch (Throwable t) {
-      check(type.isInstance(t), what + ": expected " + type.getSimpleName() + ", got " + t);
-      if (type.isInstance(t)) {
-        check(t.getMessage() != null && !t.getMessage().isEmpty(), what + ": exception without message");
-      }
-      return t;
-    }
-    check(false, what + ": expected " + type.getSimpleName() + ", nothing was thrown");
-    return null;
-  }
-
-  private static void test(String name, Body body) {
-    int before = failures;
-    long start = System.nanoTime();
-    try {
-      body.run();
-    } catch (Throwable t) {
-      failures++;
-      System.out.println("  FAIL: unexpected " + t);
-      t.printStackTrace(System.out);
-    }
-    System.out.printf("%s %s (%.2f s)%n", failures == before ? "ok  " : "FAIL", name,
-        (System.nanoTime() - start) / 1e9);
-  }
 
   private static final class Case {
     final int beam;
@@ -114,21 +67,7 @@ public final class TranslatorTest {
   }
 
   private static File copyModel() throws IOException {
-    File dir = Files.createTempDirectory("ondevice-jni-test").toFile();
-    for (String name : ModelAssets.MODEL_FILES) {
-      Files.copy(new File(model, name).toPath(), new File(dir, name).toPath());
-    }
-    return dir;
-  }
-
-  private static void deleteTree(File f) {
-    File[] children = f.listFiles();
-    if (children != null) {
-      for (File c : children) {
-        deleteTree(c);
-      }
-    }
-    f.delete();
+    return Checks.copyModel(model, ModelAssets.MODEL_FILES, "ondevice-jni-test");
   }
 
   /** No unpaired surrogates: a string the runtime produced must be valid UTF-16. */
@@ -399,7 +338,6 @@ public final class TranslatorTest {
     });
 
     t.close();
-    System.out.println(checks + " checks, " + failures + " failed");
-    System.exit(failures == 0 ? 0 : 1);
+    exit();
   }
 }

@@ -1,5 +1,7 @@
 package ai.ondevice;
 
+import static ai.ondevice.Checks.*;
+
 import java.io.File;
 import java.io.FileInputStream;
 import java.io.IOException;
@@ -32,55 +34,8 @@ import java.util.concurrent.Future;
  * exit status 0 when every check passed, 1 otherwise.
  */
 public final class UnderstanderTest {
-  private static int failures;
-  private static int checks;
   private static File model;
   private static File shipped; // the checkout's models/slu-intent-bcq/onnx
-
-  interface Body {
-    void run() throws Exception;
-  }
-
-  private static void check(boolean ok, String what) {
-    checks++;
-    if (!ok) {
-      failures++;
-      System.out.println("  FAIL: " + what);
-    }
-  }
-
-  private static void checkEquals(Object expected, Object actual, String what) {
-    check(expected == null ? actual == null : expected.equals(actual),
-        what + ": expected <" + expected + "> got <" + actual + ">");
-  }
-
-  private static Throwable checkThrows(Class<? extends Throwable> type, String what, Body body) {
-    try {
-      body.run();
-    } catch (Throwable t) {
-      check(type.isInstance(t), what + ": expected " + type.getSimpleName() + ", got " + t);
-      if (type.isInstance(t)) {
-        check(t.getMessage() != null && !t.getMessage().isEmpty(), what + ": exception without message");
-      }
-      return t;
-    }
-    check(false, what + ": expected " + type.getSimpleName() + ", nothing was thrown");
-    return null;
-  }
-
-  private static void test(String name, Body body) {
-    int before = failures;
-    long start = System.nanoTime();
-    try {
-      body.run();
-    } catch (Throwable t) {
-      failures++;
-      System.out.println("  FAIL: unexpected " + t);
-      t.printStackTrace(System.out);
-    }
-    System.out.printf("%s %s (%.2f s)%n", failures == before ? "ok  " : "FAIL", name,
-        (System.nanoTime() - start) / 1e9);
-  }
 
   /** Deterministic test audio: a chirp plus noise, `seconds` long at 16 kHz. */
   private static float[] audio(double seconds, long seed) {
@@ -94,21 +49,7 @@ public final class UnderstanderTest {
   }
 
   private static File copyModel() throws IOException {
-    File dir = Files.createTempDirectory("ondevice-jni-slu-test").toFile();
-    for (String name : ModelAssets.SLU_MODEL_FILES) {
-      Files.copy(new File(model, name).toPath(), new File(dir, name).toPath());
-    }
-    return dir;
-  }
-
-  private static void deleteTree(File f) {
-    File[] children = f.listFiles();
-    if (children != null) {
-      for (File c : children) {
-        deleteTree(c);
-      }
-    }
-    f.delete();
+    return Checks.copyModel(model, ModelAssets.SLU_MODEL_FILES, "ondevice-jni-slu-test");
   }
 
   private static final String[] SLOTS = {"action", "object", "location"};
@@ -511,7 +452,6 @@ public final class UnderstanderTest {
     });
 
     u.close();
-    System.out.println(checks + " checks, " + failures + " failed");
-    System.exit(failures == 0 ? 0 : 1);
+    exit();
   }
 }
