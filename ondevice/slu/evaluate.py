@@ -22,7 +22,7 @@ def evaluate_understander(understander, corpus_dir: str | os.PathLike, split: st
     rows = read_manifest(root / f"{split}.jsonl")
     if limit is not None:
         rows = rows[:limit]
-    ok, heldout, times = [], [], []
+    ok, heldout, times, voice = [], [], [], []
     slot_ok: dict[str, list[bool]] = {"action": [], "object": [], "location": []}
     with Progress(f"understanding {split}", total=len(rows), unit="utt", enabled=progress) as bar:
         for r in rows:
@@ -34,12 +34,22 @@ def evaluate_understander(understander, corpus_dir: str | os.PathLike, split: st
                 slot_ok[s].append(h)
             ok.append(all(hits.values()))
             heldout.append(bool(r.get("heldout_phrasing", False)))
+            voice.append(str(r.get("voice", "?")))
             bar.update()
     ok_a, held = np.array(ok), np.array(heldout)
     out = {"split": split, "n": len(ok), "intent_accuracy": float(ok_a.mean()),
            **{f"{s}_accuracy": float(np.mean(v)) for s, v in slot_ok.items()},
-           "median_ms_per_utterance": round(1000 * float(np.median(times)), 2), **by_phrasing(ok_a, held)}
+           "median_ms_per_utterance": round(1000 * float(np.median(times)), 2), **by_phrasing(ok_a, held),
+           "by_voice": by_voice(ok_a, held, voice)}
     return out
+
+
+def by_voice(ok: np.ndarray, heldout: np.ndarray, voices: list[str]) -> dict[str, dict]:
+    """Accuracy per base voice (espeak-ng accent or flite voice; variants pooled): held-out voices
+    differ a lot in how close they are to some training voice, and the mean hides that."""
+    bases = np.array([v.split("+")[0] for v in voices])  # "espeak-ng:en-us-nyc+f4" -> "espeak-ng:en-us-nyc"
+    return {b: {"n": int(m.sum()), "intent_accuracy": float(ok[m].mean()), **by_phrasing(ok[m], heldout[m])}
+            for b in sorted(set(bases)) for m in [bases == b]}
 
 
 def by_phrasing(ok: np.ndarray, heldout: np.ndarray | None, counts: bool = True) -> dict:
