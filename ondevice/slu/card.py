@@ -69,12 +69,22 @@ def write_slu_model(run_dir: str | os.PathLike, out_dir: str | os.PathLike, corp
         "ablation_epochs": [h["epoch"] for h in next(iter(ablation.values()))["history"]][-1],
         "shipped_epochs": len(json.loads((run / f"ft_{q['variant']}.json").read_text())["history"]),
         "teacher": teacher_acc,
+        "corpus_generator": _corpus_generator(corpus),
     }
     if bench:
         card["latency"] = bench
     atomic_write_text(out / "card.json", json.dumps(card, indent=1) + "\n")
     atomic_write_text(out / "README.md", render_readme(card))
     return card
+
+
+def _corpus_generator(corpus: str | os.PathLike) -> str | None:
+    """The corpus version (config.json's generator): test numbers compare across corpus versions
+    only when their test splits are the same."""
+    try:
+        return json.loads((Path(corpus) / "config.json").read_text(encoding="utf-8")).get("generator")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def render_readme(c: dict[str, Any]) -> str:
@@ -87,7 +97,8 @@ def render_readme(c: dict[str, Any]) -> str:
         "80 ms positions, 3 pre-LN layers, d 128), distilled from a text teacher in two stages "
         "(Kim et al. 2021), quantized with mixed-precision BCQ and retrained; one ONNX graph with the "
         "`ondevice` bit-plane ops (`onnx/`, export/README.md section 8). Recipe and choices: docs/slu-model.md. "
-        "Data: the FSC-style TTS corpus of `ondevice data slu` (docs/slu-data.md); **test voices are never "
+        "Data: the FSC-style TTS corpus of `ondevice data slu` (docs/slu-data.md"
+        + (f", {c['corpus_generator']}" if c.get("corpus_generator") else "") + "); **test voices are never "
         "heard in training**; a third of the test utterances also use phrasings held out of training.", "",
         "## Accuracy (intent = all three slots right; held-out voices; test split, "
         f"{t['n']} utterances)", "",
@@ -108,7 +119,15 @@ def render_readme(c: dict[str, Any]) -> str:
         "", f"Per slot (shipped): action {_pct(t['action_accuracy'])}, object {_pct(t['object_accuracy'])}, "
         f"location {_pct(t['location_accuracy'])}. Quantizing the front end (4 bits) left "
         f"{_pct(tr['tokens_unchanged'])} % of the tokens unchanged; with the fp32 BERT on those tokens: "
-        f"{_pct(tr['quantized_front_end_fp32_bert_test']['intent_accuracy'])} %.", "",
+        f"{_pct(tr['quantized_front_end_fp32_bert_test']['intent_accuracy'])} %.", ""]
+    if t.get("by_voice"):
+        lines += ["Per test voice (shipped; each espeak-ng accent pools its 18 timbre variants):", "",
+                  "| voice | utterances | all | seen phrasings |", "|---|---:|---:|---:|"]
+        for v, r in t["by_voice"].items():
+            lines.append(f"| {v} | {r['n']} | {_pct(r['intent_accuracy'])} | "
+                         f"{_pct(r.get('seen_phrasing_intent_accuracy', float('nan')))} |")
+        lines.append("")
+    lines += [
         f"## Ablation of the two-stage KD (fp32, test split, {c['ablation_epochs']} epochs of fine-tuning each)", "",
         "| fine-tuning | all | seen phrasings | held-out phrasings |", "|---|---:|---:|---:|"]
     names = {"none": "no KD", "stage1": "stage 1 only (pre-training KD)",
