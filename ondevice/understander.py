@@ -8,9 +8,16 @@ are a few seconds and the model's position table is bounded), and at least the m
 ``min_samples`` (0.24 s for the shipped model: one position after its convolutions; shorter:
 DataError); silence is accepted and gives the model's guess (low scores).
 
+Speed ensemble: a model whose manifest lists ``ensemble_rates`` (the shipped one: 15000, 16000,
+17000) is run once per rate on the utterance resampled from 16 kHz to that rate and read as 16 kHz,
+i.e. sped up or slowed down with its pitch by 16000/rate; each slot's logits are the mean of the
+runs' log-softmax. Voices unlike the training voices land nearer to some training voice in one of
+the runs (measured on the held-out voices: +2 points of intent accuracy for 3x the compute; the
+model card has the numbers). ``speed_ensemble=False`` makes one run on the audio as it is.
+
 Backends: ``native`` (default; the C++ runtime with LUT bit-plane kernels, no PyTorch or
 onnxruntime needed) and ``onnxruntime`` (stock onnxruntime on the same export: the reference).
-One Understander may be shared by threads.
+Both compute the same ensemble. One Understander may be shared by threads.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ __all__ = ["Understander", "Intent", "default_slu_model_dir", "BACKENDS"]
 
 BACKENDS = ("native", "onnxruntime")
 DEFAULT_MODEL = "slu-intent-bcq"
+SAMPLE_RATE = 16000
 
 
 def default_slu_model_dir() -> Path:
@@ -73,6 +81,11 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    top = x.max()
+    return x - (top + np.log(np.exp(x - top).sum()))
+
+
 def _export_dir(model_dir: Path) -> Path:
     d = model_dir / "onnx" if (model_dir / "onnx" / "manifest.json").is_file() else model_dir
     if not (d / "manifest.json").is_file():
@@ -84,9 +97,11 @@ class Understander:
     """Recognizes the intent of spoken commands with one model.
 
     ``model``: a model directory (``models/slu-intent-bcq`` or its ``onnx/`` export), None for the
-    default.  ``threads``: 0 = all usable cores.  ``backend``: "native" or "onnxruntime"."""
+    default.  ``threads``: 0 = all usable cores.  ``backend``: "native" or "onnxruntime".
+    ``speed_ensemble``: use the manifest's ``ensemble_rates`` (module docstring); False: one run."""
 
-    def __init__(self, model: str | os.PathLike | None = None, threads: int = 0, backend: str = "native"):
+    def __init__(self, model: str | os.PathLike | None = None, threads: int = 0, backend: str = "native",
+                 speed_ensemble: bool = True):
         if backend not in BACKENDS:
             raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
@@ -99,11 +114,14 @@ class Understander:
         self._lock = threading.Lock()
         self.manifest = self._read_manifest()
         self.slots: dict[str, list[str]] = self.manifest["slots"]
+        rates = self.manifest.get("ensemble_rates") or [SAMPLE_RATE]
+        #: the rates understand() runs (just 16000 without an ensemble)
+        self.ensemble_rates: list[int] = list(rates) if speed_ensemble and len(rates) > 1 else [SAMPLE_RATE]
         threads = threads or len(os.sched_getaffinity(0))
         if backend == "native":
             from . import _core
 
-            self._native = _core.Understander(str(self._dir), threads)
+            self._native = _core.Understander(str(self._dir), threads, speed_ensemble=bool(speed_ensemble))
             self._ort = None
         else:
             self._native = None
@@ -123,6 +141,13 @@ class Understander:
         for key in ("slots", "graphs", "sample_rate", "min_samples"):
             if key not in m:
                 raise OnnxModelError(f"{path}: missing {key!r}")
+        if "ensemble_rates" in m:  # as the native runtime checks them, for the onnxruntime backend too
+            from .slu.export import check_ensemble_rates
+
+            try:
+                check_ensemble_rates(m["ensemble_rates"], f"{path}: ensemble_rates")
+            except ConfigError as e:
+                raise OnnxModelError(str(e)) from None
         if "intents" in m:  # the checks of the native runtime, for the onnxruntime backend too
             intents, slots = m["intents"], m["slots"]
             if not isinstance(intents, list) or not intents:
@@ -176,10 +201,28 @@ class Understander:
             # An older export without "intents": the runtime took each slot's arg max.
             logits = {s: np.asarray(r[s]["logits"], dtype=np.float64) for s in self.slots}
         else:
-            with self._lock:
-                outs = self._ort.run(None, {"audio": pcm[None]})
-            logits = {slot: out[0].astype(np.float64) for slot, out in zip(self.slots, outs)}
+            logits = self._ort_logits(pcm)
         return self._decode(logits)
+
+    def _ort_logits(self, pcm: np.ndarray) -> dict[str, np.ndarray]:
+        """The graph's logits, or the speed ensemble's mean log-softmax, as the native runtime
+        computes them (understander.h): resampled copies outside the model's length limits are
+        left out; the audio as it is always runs."""
+        from .slu.audio import resample
+
+        lo, hi = int(self.manifest["min_samples"]), int(float(self.manifest.get("max_seconds", 30.0)) * SAMPLE_RATE)
+        runs = []
+        for rate in self.ensemble_rates:
+            x = pcm if rate == SAMPLE_RATE else resample(pcm, SAMPLE_RATE, rate)
+            if not lo <= len(x) <= hi:
+                continue
+            with self._lock:
+                outs = self._ort.run(None, {"audio": np.ascontiguousarray(x, dtype=np.float32)[None]})
+            runs.append({slot: out[0].astype(np.float64) for slot, out in zip(self.slots, outs)})
+        if len(self.ensemble_rates) == 1:
+            return runs[0]
+        return {s: np.mean([_log_softmax(r[s]) for r in runs], axis=0).astype(np.float32).astype(np.float64)
+                for s in self.slots}
 
     def _decode(self, logits: dict[str, np.ndarray]) -> Intent:
         """The valid intent with the highest summed log-probability: the manifest's "intents" (the

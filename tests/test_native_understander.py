@@ -323,3 +323,76 @@ def test_public_understander_backends_agree_on_other_intent_lists(slu_models, tm
         pcm = _audio(0.5 + 0.3 * k, 40 + k)
         a, b = native.understand(pcm, 16000), reference.understand(pcm, 16000)
         assert a.key == b.key and [a.action, a.object, a.location] in valid
+
+
+@pytest.mark.parametrize("rates", [(16000, 15000), (16000, 17000), (16000, 12000), (16000, 24000), (44100, 16000),
+                                   (8000, 16000)])
+def test_native_resample_equals_python(rates):
+    """The C++ resampler (the speed ensemble's) computes ondevice.slu.audio.resample's samples, odd lengths too."""
+    from ondevice.slu.audio import resample
+
+    rng = np.random.default_rng(rates[1])
+    for n in (1, 2, 37, 1001, 16007):
+        x = (0.5 * rng.standard_normal(n)).astype(np.float32)
+        want = resample(x, *rates)
+        got = np.asarray(_core.resample(x, *rates), np.float32)
+        assert got.shape == want.shape == (-(-n * rates[1] // rates[0]),)
+        np.testing.assert_allclose(got, want, atol=2e-6, rtol=0, err_msg=f"{rates} n={n}")
+    assert _core.resample(np.zeros(0, np.float32), *rates) == []
+    with pytest.raises(_core.ArgumentError, match="positive"):
+        _core.resample(np.ones(4, np.float32), 0, 16000)
+
+
+def _log_softmax(x):
+    x = np.asarray(x, np.float64)
+    return x - (x.max() + np.log(np.exp(x - x.max()).sum()))
+
+
+def test_speed_ensemble_is_the_mean_log_softmax_of_resampled_runs(slu_models, tmp_path):
+    """With "ensemble_rates", each slot's logits are the mean over the rates of the log-softmax of the
+    graph run on the audio resampled to that rate; copies too long for the model are left out; the
+    option off gives the plain run; both public backends compute the same."""
+    from ondevice.slu.audio import resample
+    from ondevice.understander import Understander
+
+    rates = [15000, 16000, 17000]
+    d = _edited_copy(slu_models["fp32"], tmp_path / "ens", lambda m: m.update(ensemble_rates=rates, max_seconds=1.0))
+    manifest = json.loads((d / "manifest.json").read_text())
+    native = _core.Understander(str(d), 1, "reference")
+    single = _core.Understander(str(d), 1, "reference", speed_ensemble=False)
+    assert native.ensemble_rates == rates and native.speed_ensemble and not single.speed_ensemble
+    for k, n in enumerate([8000, 16000 + 7 - 7, 12345]):  # 16000 samples: the 17000 Hz copy is too long
+        pcm = _audio(n / 16000, 70 + k)[:n]
+        used = [r for r in rates if len(resample(pcm, 16000, r)) <= 16000]
+        assert (n == 16000) == (17000 not in used)
+        runs = [_ort_logits(d, resample(pcm, 16000, r).astype(np.float32)) for r in used]
+        got, plain = native.understand(pcm), single.understand(pcm)
+        for s in SLOTS:
+            want = np.mean([_log_softmax(r[s]) for r in runs], axis=0)
+            np.testing.assert_allclose(got[s]["logits"], want, atol=1e-4, err_msg=f"n={n} {s}")
+            np.testing.assert_allclose(plain[s]["logits"], runs[used.index(16000)][s], atol=1e-4)
+        assert {s: got[s]["label"] for s in SLOTS} == _best_valid(got, manifest)
+    a, b = Understander(d, threads=1), Understander(d, threads=1, backend="onnxruntime")
+    assert a.ensemble_rates == b.ensemble_rates == rates
+    assert Understander(d, threads=1, backend="onnxruntime", speed_ensemble=False).ensemble_rates == [16000]
+    for k in range(3):
+        pcm = _audio(0.5 + 0.2 * k, 80 + k)
+        x, y = a.understand(pcm, 16000), b.understand(pcm, 16000)
+        for s in SLOTS:
+            np.testing.assert_allclose(x.logits[s], y.logits[s], atol=1e-3)
+        assert x.key == y.key
+
+
+@pytest.mark.parametrize("rates,msg", [([], "16000"), ([16000, 16000], "duplicate"), ([15000], "16000"),
+                                       ([16000, 30000], "outside"), ("16000", "expected an array"),
+                                       ([16000, 15000.5], "integer")])
+def test_malformed_ensemble_rates_are_format_errors(slu_models, tmp_path, rates, msg):
+    from ondevice.onnx_export.errors import OnnxModelError
+    from ondevice.understander import Understander
+
+    d = _edited_copy(slu_models["fp32"], tmp_path / "m", lambda m: m.update(ensemble_rates=rates))
+    with pytest.raises(_core.FormatError, match=msg) as e:
+        _core.Understander(str(d))
+    assert "ensemble_rates" in str(e.value)
+    with pytest.raises(OnnxModelError, match="ensemble_rates"):
+        Understander(d, threads=1, backend="onnxruntime")

@@ -119,6 +119,50 @@ def test_quant_plan_covers_every_matrix_with_frequency_bits(tmp_path):
         assignment(m, SLUQuantPlan(ffn=5), counts)
 
 
+def _noise_split(n: int, seconds: float, seed: int):
+    """A split of band-limited noise bursts (enough structure for a tokenizer to tell frames apart)."""
+    from ondevice.slu.dataset import SLUSplit
+
+    rng = np.random.default_rng(seed)
+    k = int(seconds * 16000)
+    audio = np.concatenate([np.convolve(rng.normal(0, 3000, k), np.ones(rng.integers(1, 12)), "same")
+                            for _ in range(n)]).clip(-32767, 32767).astype(np.int16)
+    z = np.zeros(n, np.int64)
+    return SLUSplit("train", [str(i) for i in range(n)], [""] * n, audio, np.arange(n + 1) * k,
+                    {"action": z, "object": z, "location": z}, np.zeros(n, bool), ["v"] * n)
+
+
+def test_front_end_retraining_gives_the_fp32_tokens_back():
+    """A 2-bit front end changes many tokens; retraining it against its fp32 self's argmax brings
+    them back (here on the few utterances it trains on: this pins the mechanism, the straight-through
+    gradient reaching the front end, not how well it generalizes), and leaves the fp32 teacher alone."""
+    import copy
+
+    from ondevice.quant.fake_quant import apply_fake_quant
+    from ondevice.slu.quantize import retrain_front_end
+
+    torch.manual_seed(0)
+    cfg = SLUConfig(**TINY).validate()
+    model = SpeechIntentModel(cfg).eval()
+    teacher = copy.deepcopy(model)
+    before_teacher = {k: v.clone() for k, v in teacher.state_dict().items()}
+    front = {n: 2 for n, p in model.named_parameters() if p.dim() == 2 and not n.startswith("bert.")}
+    apply_fake_quant(model, front, method="greedy", refresh_every=1)
+    split = _noise_split(4, 0.5, 1)
+    probe = torch.from_numpy(np.stack([split.wave(i) for i in range(len(split))]))
+
+    def agreement() -> float:
+        return float((model.tokens(probe) == teacher.tokens(probe)).float().mean())
+
+    start = agreement()
+    info = retrain_front_end(model, teacher, split, steps=80, batch=4, crop_seconds=0.5, lr=1e-3,
+                             log=lambda _: None, progress=False)
+    assert set(info) == {"agree_first", "agree_last"}
+    assert agreement() > start + 0.1, (start, agreement())
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in before_teacher.items())
+    assert retrain_front_end(model, teacher, split, steps=0) == {}
+
+
 @pytest.mark.parametrize("quantized", [False, True])
 def test_export_matches_pytorch_in_onnxruntime(tmp_path, quantized):
     ort = pytest.importorskip("onnxruntime")
@@ -197,7 +241,7 @@ def test_tiny_recipe_end_to_end(tmp_path):
     corpus.generate_corpus(tmp_path / "c", {"train": 24, "valid": 6, "test": 6}, seed=3,
                            engines=("espeak-ng",), progress=False)
     cfg = SLUTrainConfig(corpus=str(tmp_path / "c"), out=str(tmp_path / "run"), model=TINY, vq_steps=4, vq_batch=4,
-                         bert_steps=3, teacher_epochs=1, kd1_steps=3, finetune_epochs=1, qat_epochs=1,
+                         bert_steps=3, teacher_epochs=1, kd1_steps=3, finetune_epochs=1, front_qat_steps=2, qat_epochs=1,
                          variants=("none", "both"), quant_plan={"method": "greedy"}, threads=1,
                          teacher=str(REPO / "models" / "nmt-en-de"))
     run_stages(cfg)
@@ -212,6 +256,15 @@ def test_tiny_recipe_end_to_end(tmp_path):
     assert (run / "onnx" / "manifest.json").read_bytes() == before
     wav = sorted((tmp_path / "c" / "test").glob("*.wav"))[0]
     assert main(["understand", "--model", str(run / "onnx"), "--backend", "onnxruntime", "--json", str(wav)]) == 0
+    # the export lists the speed ensemble; --one-pass and the benchmark's one-pass rows skip it
+    assert json.loads((run / "onnx" / "manifest.json").read_text())["ensemble_rates"] == [15000, 16000, 17000]
+    assert main(["understand", "--model", str(run / "onnx"), "--one-pass", str(wav)]) == 0
+    from ondevice.bench.understand import bench_understand
+
+    rows = bench_understand(run / "onnx", tmp_path / "c", n=2, runs=1)["rows"]
+    assert [r["engine"] for r in rows] == ["native", "onnxruntime", "native, speed ensemble x3",
+                                           "onnxruntime, speed ensemble x3"]
+    assert all(r["median_ms"] > 0 for r in rows)
 
 
 def test_understand_cli_reports_bad_files(tmp_path, capsys):

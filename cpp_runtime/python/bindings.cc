@@ -14,6 +14,7 @@
 #include "ondevice/bitplane_format.h"
 #include "ondevice/error.h"
 #include "ondevice/executor.h"
+#include "ondevice/resample.h"
 #include "ondevice/translator.h"
 #include "ondevice/understander.h"
 
@@ -234,11 +235,13 @@ class PyTranslator {
 // Python threads sharing one instance run in parallel.
 class PyUnderstander {
  public:
-  PyUnderstander(const std::string& model_dir, int threads, const std::string& kernel, bool verify_checksums) {
+  PyUnderstander(const std::string& model_dir, int threads, const std::string& kernel, bool verify_checksums,
+                 bool speed_ensemble) {
     UnderstanderOptions o;
     o.threads = threads;
     o.kernel = BitplaneKernel::from_name(kernel);
     o.verify_checksums = verify_checksums;
+    o.speed_ensemble = speed_ensemble;
     nb::gil_scoped_release release;
     u_ = std::make_unique<Understander>(model_dir, o);
   }
@@ -332,11 +335,27 @@ NB_MODULE(_core, m) {
       .def("enable_profiling", [](PyTranslator& t, bool on) { t.get().enable_profiling(on); })
       .def("profile", [](const PyTranslator& t) { return profile_list(t.get().profile()); })
       .def("pool_stats", [](const PyTranslator& t) { return stats_dict(t.get().pool_stats()); });
+  m.def(
+      "resample",
+      [](nb::ndarray<const float, nb::ndim<1>, nb::c_contig, nb::device::cpu> x, int64_t orig_rate,
+         int64_t new_rate) {
+        std::vector<float> y;
+        {
+          nb::gil_scoped_release release;
+          y = resample(x.data(), x.shape(0), orig_rate, new_rate);
+        }
+        return y;
+      },
+      nb::arg("x"), nb::arg("orig_rate"), nb::arg("new_rate"),
+      "The runtime's resampler (ondevice/resample.h; the speed ensemble uses it): float32 1-D samples "
+      "from orig_rate to new_rate Hz, as a list (ondevice.slu.audio.resample computes the same)");
   nb::class_<PyUnderstander>(m, "Understander",
                              "The native speech-intent recognizer over an exported SLU model directory")
-      .def(nb::init<const std::string&, int, const std::string&, bool>(), nb::arg("model_dir"),
+      .def(nb::init<const std::string&, int, const std::string&, bool, bool>(), nb::arg("model_dir"),
            nb::arg("threads") = 0, nb::arg("kernel") = "", nb::arg("verify_checksums") = true,
-           "threads: kernel threads per call (0: one per hardware thread)")
+           nb::arg("speed_ensemble") = true,
+           "threads: kernel threads per call (0: one per hardware thread); speed_ensemble: run the "
+           "manifest's ensemble_rates (understander.h)")
       .def("understand", &PyUnderstander::understand, nb::arg("pcm"),
            "16 kHz mono float32 PCM (1-D) -> {slot: {'label', 'score', 'logits'}} for action, object, "
            "location (labels: the best of the manifest's intents when joint_decoding, else each slot's arg "
@@ -345,6 +364,10 @@ NB_MODULE(_core, m) {
       .def_prop_ro("min_samples", [](const PyUnderstander& u) { return u.get().min_samples(); })
       .def_prop_ro("max_samples", [](const PyUnderstander& u) { return u.get().max_samples(); })
       .def_prop_ro("threads", [](const PyUnderstander& u) { return u.get().threads(); })
+      .def_prop_ro("ensemble_rates", [](const PyUnderstander& u) { return u.get().ensemble_rates(); },
+                   "the manifest's ensemble_rates ([] when it lists none)")
+      .def_prop_ro("speed_ensemble", [](const PyUnderstander& u) { return u.get().speed_ensemble(); },
+                   "whether understand() runs the ensemble rates")
       .def_prop_ro("joint_decoding", [](const PyUnderstander& u) { return u.get().joint_decoding(); },
                    "whether the manifest lists valid intents (understand() decodes over them)")
       .def_prop_ro(

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "ondevice/error.h"
+#include "ondevice/resample.h"
 #include "ondevice/understander.h"
 #include "test_util.h"
 
@@ -112,21 +113,23 @@ std::string json_intents(const std::vector<std::array<std::string, 3>>& intents)
   return out + "]";
 }
 
-// Sets the manifest's "intents" to the JSON text `value` (any "intents" it had
+// Sets the manifest's top-level `key` to the JSON text `value` (an entry it had
 // is renamed away, to a key the runtime ignores); "" leaves none.
-void set_intents(const ModelCopy& c, const std::string& value) {
+void set_manifest_key(const ModelCopy& c, const std::string& key, const std::string& value) {
   static int renamed = 0;
   std::string m = read_file(c.path("manifest.json"));
-  const size_t old = m.find("\"intents\":");
-  if (old != std::string::npos)
-    m.replace(old, std::strlen("\"intents\""), "\"intents_unused_" + std::to_string(++renamed) + "\"");
+  const std::string quoted = "\"" + key + "\"";
+  const size_t old = m.find(quoted + ":");
+  if (old != std::string::npos) m.replace(old, quoted.size(), "\"" + key + "_unused_" + std::to_string(++renamed) + "\"");
   if (!value.empty()) {
     const size_t brace = m.find('{');
     CHECK(brace != std::string::npos);
-    m.insert(brace + 1, "\"intents\": " + value + ", ");
+    m.insert(brace + 1, quoted + ": " + value + ", ");
   }
   write_file(c.path("manifest.json"), m);
 }
+
+void set_intents(const ModelCopy& c, const std::string& value) { set_manifest_key(c, "intents", value); }
 
 // Each slot's log-probabilities from its logits, computed here independently
 // of the runtime: log of the softmax in double, floored at 1e-300 (the Python
@@ -392,6 +395,71 @@ TEST(understander_rejects_malformed_intents) {
   const ModelCopy c(dir);
   set_intents(c, "[" + good + "]");
   CHECK(Understander(c.dir).intents().size() == 1);
+}
+
+void set_ensemble_rates(const ModelCopy& c, const std::string& value) {
+  set_manifest_key(c, "ensemble_rates", value);
+}
+
+TEST(resample_keeps_length_level_and_frequency) {
+  // (Equality with ondevice.slu.audio.resample: tests/test_native_understander.py.)
+  for (const auto& [from, to] : std::vector<std::pair<int64_t, int64_t>>{{16000, 15000}, {16000, 17000}, {44100, 16000},
+                                                                          {8000, 16000}, {16000, 16000}}) {
+    for (size_t n : {size_t(1), size_t(37), size_t(16001)}) {
+      std::vector<float> x(n);
+      for (size_t i = 0; i < n; ++i) x[i] = float(0.5 * std::sin(2 * M_PI * 440.0 * double(i) / double(from)));
+      const std::vector<float> y = resample(x.data(), n, from, to);
+      CHECK_MSG(y.size() == size_t((int64_t(n) * to + from - 1) / from), from << "->" << to << " n=" << n);
+      if (n < 16000) continue;
+      // Away from the ends (the filter's reach), a 440 Hz sine at the new rate.
+      double err = 0;
+      for (size_t j = 200; j + 200 < y.size(); ++j)
+        err = std::max(err, std::fabs(double(y[j]) - 0.5 * std::sin(2 * M_PI * 440.0 * double(j) / double(to))));
+      CHECK_MSG(err < 2e-3, from << "->" << to << " error " << err);
+    }
+  }
+  CHECK(resample(nullptr, 0, 16000, 15000).empty());
+  CHECK_THROWS(resample(nullptr, 3, 16000, 15000), ArgumentError);
+  const float one = 1;
+  CHECK_THROWS(resample(&one, 1, 0, 15000), ArgumentError);
+}
+
+TEST(understander_speed_ensemble_runs_the_manifests_rates) {
+  NEED_SLU(dir);
+  const ModelCopy c(dir);
+  set_ensemble_rates(c, "[16000, 15000, 17000]");
+  UnderstanderOptions off;
+  off.speed_ensemble = false;
+  const Understander on(c.dir), single(c.dir, off);
+  CHECK(on.speed_ensemble() && !single.speed_ensemble());
+  CHECK(on.ensemble_rates() == (std::vector<int64_t>{16000, 15000, 17000}));
+  set_ensemble_rates(c, "");
+  const Understander plain(c.dir);
+  CHECK(plain.ensemble_rates().empty() && !plain.speed_ensemble());
+  for (double secs : {0.6, 2.0}) {
+    const std::vector<float> audio = test_audio(secs, 11);
+    const IntentResult e = on.understand(audio), s = single.understand(audio), p = plain.understand(audio);
+    for (size_t k = 0; k < 3; ++k) {
+      CHECK(s.slots[k].logits == p.slots[k].logits);  // option off = no ensemble in the manifest
+      // The ensemble's logits are mean log-probabilities: each <= 0, their exps sum to <= 1.
+      double sum = 0;
+      for (float v : e.slots[k].logits) {
+        CHECK(v <= 1e-6f);
+        sum += std::exp(double(v));
+      }
+      CHECK_MSG(sum > 0 && sum <= 1 + 1e-5, sum);
+      CHECK(e.slots[k].logits != s.slots[k].logits);
+    }
+  }
+  const std::pair<std::string, const char*> bad[] = {
+      {"[]", "16000"}, {"[15000]", "16000"}, {"[16000, 16000]", "duplicate"}, {"[16000, 40000]", "outside"},
+      {"\"16000\"", "expected"}};
+  for (const auto& [value, what] : bad) {
+    set_ensemble_rates(c, value);
+    const std::string msg = message_of<FormatError>([&] { Understander x(c.dir); });
+    CHECK_MSG(msg.find("ensemble_rates") != std::string::npos && msg.find(what) != std::string::npos,
+              value << ": " << msg);
+  }
 }
 
 TEST(understander_kernels_agree) {

@@ -2,7 +2,8 @@
 vs onnxruntime (same export) vs PyTorch (the same weights, dequantized), in one process and run.
 
 Each engine gets the same utterances (already decoded to 16 kHz float32, so file reading is not
-timed), one thread, one warm-up pass, then ``runs`` timed passes; the report gives the median and
+timed): one pass of the graph for each engine, and for a model with a speed ensemble also the native
+runtime and onnxruntime running it (one pass per rate: the shipped default). One thread, one warm-up pass, then ``runs`` timed passes; the report gives the median and
 90th percentile over every timed call, the ratio to the native runtime, and the machine.
 """
 
@@ -25,10 +26,13 @@ def _engines(model_dir: Path, torch_run: Path | None) -> dict[str, Callable[[np.
     from ..understander import Understander
 
     out: dict[str, Callable[[np.ndarray], Any]] = {}
-    native = Understander(model_dir, threads=1, backend="native")
-    out["native"] = native._run
-    ort_u = Understander(model_dir, threads=1, backend="onnxruntime")
-    out["onnxruntime"] = ort_u._run
+    # One pass each (the same work as PyTorch's), then the speed ensemble where the model has one.
+    for backend in ("native", "onnxruntime"):
+        out[backend] = Understander(model_dir, threads=1, backend=backend, speed_ensemble=False)._run
+    for backend in ("native", "onnxruntime"):
+        u = Understander(model_dir, threads=1, backend=backend)
+        if len(u.ensemble_rates) > 1:
+            out[f"{backend}, speed ensemble x{len(u.ensemble_rates)}"] = u._run
     if torch_run is not None:
         import torch
 

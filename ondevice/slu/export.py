@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -33,6 +33,7 @@ from .model import SAMPLE_RATE, SLOTS, SLUConfig, SpeechIntentModel, bert_config
 GRAPH_FILE = "understand.onnx"
 MODEL_KIND = "slu-intent"
 MAX_SECONDS = 30.0
+ENSEMBLE_MIN_RATE, ENSEMBLE_MAX_RATE = 12000, 24000  # speed changes of 0.67x..1.33x: beyond that speech is garbled
 _I64_MAX = np.iinfo(np.int64).max
 
 
@@ -112,7 +113,8 @@ def _graph(model: SpeechIntentModel, packed: Mapping[str, PackedPlanes], used_op
 
 
 def export_slu(model: SpeechIntentModel, out_dir: str | os.PathLike, packed: Mapping[str, PackedPlanes] | None = None,
-               extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+               extra: Mapping[str, Any] | None = None,
+               ensemble_rates: Sequence[int] | None = None) -> dict[str, Any]:
     """Write the model directory (graph, weights.bin, manifest.json with hashes); returns the manifest.
 
     ``packed``: bit-plane matrices by parameter name (``bert.layers.0.fc1.weight`` ...); every other
@@ -158,10 +160,24 @@ def export_slu(model: SpeechIntentModel, out_dir: str | os.PathLike, packed: Map
             "graphs": {"understand": {"file": GRAPH_FILE, "inputs": ["audio"],
                                       "outputs": [f"{s}_logits" for s in SLOTS]}},
             "weights": mf.WEIGHTS_FILE, **dict(extra or {}),
+            **({"ensemble_rates": check_ensemble_rates(ensemble_rates, "ensemble_rates")} if ensemble_rates else {}),
             "files": sorted(w.files, key=lambda f: f["path"]),
         }
         w.put(mf.MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode("utf-8"), record=False)
     return manifest
+
+
+def check_ensemble_rates(rates: Any, where: str) -> list[int]:
+    """The speed ensemble's rates (ondevice/understander.py, export/README.md section 8): distinct
+    integers in [ENSEMBLE_MIN_RATE, ENSEMBLE_MAX_RATE], 16000 among them; ConfigError otherwise."""
+    if (not isinstance(rates, (list, tuple)) or not rates
+            or any(isinstance(r, bool) or not isinstance(r, int) for r in rates)):
+        raise ConfigError(f"{where}: a non-empty list of integer sample rates, got {rates!r}")
+    if any(not ENSEMBLE_MIN_RATE <= r <= ENSEMBLE_MAX_RATE for r in rates) or len(set(rates)) != len(rates) \
+            or SAMPLE_RATE not in rates:
+        raise ConfigError(f"{where}: distinct rates in {ENSEMBLE_MIN_RATE}..{ENSEMBLE_MAX_RATE} including "
+                          f"{SAMPLE_RATE}, got {list(rates)}")
+    return [int(r) for r in rates]
 
 
 def min_samples(cfg: SLUConfig) -> int:

@@ -18,6 +18,7 @@ A stage whose output exists is skipped, so an interrupted run continues where it
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import sys
@@ -55,7 +56,10 @@ class SLUTrainConfig:
     teacher: str = "models/nmt-en-de"  # the pre-trained text encoder (a training or shipped NMT model dir)
     ship_variant: str = "both"    # the fine-tuning that is quantized and exported
     quant_plan: dict = field(default_factory=dict)  # SLUQuantPlan fields
+    front_qat_steps: int = 400   # front-end retraining towards the fp32 tokens (quantize.retrain_front_end)
+    front_qat_lr: float = 3e-5
     qat_epochs: int = 3
+    ensemble_rates: tuple = (15000, 16000, 17000)  # the export's speed ensemble (understander.py); () for none
     qat_lr: float = 3e-4
     qat_refresh_every: int = 8
     limit: int | None = None      # utterances per split (tests and smoke runs)
@@ -250,7 +254,7 @@ def stage_quantize(run: Run) -> None:
     from .distill import evaluate, finetune
     from .export import export_slu
     from .pretrain import tokenize_split
-    from .quantize import SLUQuantPlan, assignment, average_bits, build_model, pack_results
+    from .quantize import SLUQuantPlan, assignment, average_bits, build_model, pack_results, retrain_front_end
 
     out = run.path("quantized.json")
     if out.exists():
@@ -268,7 +272,14 @@ def stage_quantize(run: Run) -> None:
     run.log(f"quantize: {len(assign)} matrices, {bits:.3f} average bits; fp32 test intent accuracy "
             f"{fp32['intent_accuracy']:.4f}")
     front = {k: v for k, v in assign.items() if not k.startswith("bert.")}
-    apply_fake_quant(model, front, method=plan.method)
+    fp32_model = copy.deepcopy(model)
+    apply_fake_quant(model, front, method=plan.method)  # re-quantized every step: stale planes undid the retraining
+    ptq_valid = tokenize_split(model.tokens, splits["valid"], cfg)
+    ptq_same = float(np.mean(np.concatenate([a == b for a, b in zip(old["valid"], ptq_valid)])))
+    run.log(f"front end after PTQ: {ptq_same:.4f} of the validation tokens unchanged")
+    front_qat = retrain_front_end(model, fp32_model, splits["train"], run.cfg.front_qat_steps,
+                                  lr=run.cfg.front_qat_lr, seed=run.cfg.seed, log=run.log)
+    del fp32_model
     new = {s: tokenize_split(model.tokens, splits[s], cfg) for s in splits}
     same = float(np.mean(np.concatenate([a == b for s in splits for a, b in zip(old[s], new[s])])))
     new = {s: [t.astype(np.int64) for t in v] for s, v in new.items()}
@@ -290,11 +301,14 @@ def stage_quantize(run: Run) -> None:
     run.log(f"QAT test intent accuracy {qat['intent_accuracy']:.4f}")
     results = export_bcq(model)
     remove_fake_quant(model, bake=True)
+    retrained = {"steps": run.cfg.front_qat_steps, "lr": run.cfg.front_qat_lr,
+                 "valid_tokens_unchanged_before": ptq_same, **front_qat}
     summary = {"variant": run.cfg.ship_variant, "plan": plan.to_dict(), "average_bits": bits,
-               "matrices": len(assign), "tokens_unchanged": same, "fp32": fp32,
+               "matrices": len(assign), "front_end_retraining": retrained, "tokens_unchanged": same, "fp32": fp32,
                "quantized_front_end_fp32_bert": ptq_front, "ptq": ptq, "qat": qat, "qat_history": history}
     manifest = export_slu(model, run.path("onnx"), pack_results(results),
-                          extra={"training": {"average_bits": round(bits, 4), "variant": run.cfg.ship_variant}})
+                          extra={"training": {"average_bits": round(bits, 4), "variant": run.cfg.ship_variant}},
+                          ensemble_rates=list(run.cfg.ensemble_rates) or None)
     summary["export_bytes"] = sum(f["size"] for f in manifest["files"])
     atomic_write_bytes(out, (json.dumps(summary, indent=1) + "\n").encode())
 

@@ -31,6 +31,18 @@
 // Without "intents" (older exports) each slot is its own arg max (the first
 // on ties), so the combination may be one the model was never trained on.
 //
+// Speed ensemble: when the manifest has "ensemble_rates" (distinct integers
+// in 12000..24000 including 16000; FormatError otherwise) and
+// UnderstanderOptions::speed_ensemble is on (the default), understand() runs
+// the graph once per rate on the audio resampled from 16000 Hz to that rate
+// (ondevice/resample.h) and read as 16 kHz: a speed and pitch change by
+// 16000/rate, which brings voices unlike the training voices closer to
+// them. Each slot's logits are then the mean over the runs of their log
+// softmax (double, rounded to float). A resampled copy whose length falls
+// outside [min_samples, max_samples] is left out; the audio as it is always
+// runs. Costs one graph run per rate. Without the key, or with the option
+// off, one run on the audio as it is and the graph's own logits.
+//
 // Result: for each slot, in the order action, object, location, the chosen
 // label, its probability (softmax of the slot's logits, in double with the
 // maximum subtracted; under joint decoding not necessarily the slot's
@@ -57,6 +69,7 @@ struct UnderstanderOptions {
   int threads = 1;               // kernel threads per call; 0 = std::thread::hardware_concurrency()
   BitplaneKernel kernel;         // bit-plane kernel (default: the two-pass lut16)
   bool verify_checksums = true;  // sha256 of every file against the manifest
+  bool speed_ensemble = true;    // run the manifest's "ensemble_rates" (see above); off: one run
 };
 
 // One slot's prediction.
@@ -115,6 +128,10 @@ class Understander {
   const std::vector<std::array<std::string, 3>>& intents() const;
   bool joint_decoding() const { return !intents().empty(); }
   int threads() const;
+  // The manifest's "ensemble_rates" (empty when it has none) and whether
+  // understand() uses them (present with more than one rate, option on).
+  const std::vector<int64_t>& ensemble_rates() const;
+  bool speed_ensemble() const;
 
   void enable_profiling(bool on);
   std::vector<Executor::OpTime> profile() const;

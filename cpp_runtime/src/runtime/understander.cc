@@ -9,6 +9,7 @@
 
 #include "ondevice/error.h"
 #include "ondevice/json.h"
+#include "ondevice/resample.h"
 #include "model_dir.h"
 
 namespace ondevice {
@@ -16,6 +17,16 @@ namespace ondevice {
 namespace {
 
 constexpr int64_t kSampleRate = 16000;
+constexpr int64_t kMinEnsembleRate = 12000, kMaxEnsembleRate = 24000;  // ondevice.slu.export.ENSEMBLE_*_RATE
+
+// log softmax in double with the maximum subtracted.
+void add_log_softmax(const std::vector<float>& v, std::vector<double>& acc) {
+  const double top = double(*std::max_element(v.begin(), v.end()));
+  double sum = 0;
+  for (float x : v) sum += std::exp(double(x) - top);
+  const double lse = top + std::log(sum);
+  for (size_t i = 0; i < v.size(); ++i) acc[i] += double(v[i]) - lse;
+}
 
 std::string seconds(double s) {
   char buf[32];
@@ -47,6 +58,7 @@ struct Understander::Impl {
   std::vector<std::array<size_t, 3>> intent_at;     // their label indices, per slot
   int64_t min_samples = 0, max_samples = 0;
   double max_seconds = 0;
+  std::vector<int64_t> ensemble_rates;  // the manifest's "ensemble_rates" (empty: none)
 
   void load(const std::string& model_dir);
 };
@@ -110,6 +122,21 @@ void Understander::Impl::load(const std::string& model_dir) {
         intents.push_back(std::move(names));
         intent_at.push_back(at);
       }
+    }
+    if (const JsonValue* list = m.find("ensemble_rates")) {
+      // The speed ensemble: understand() also runs the utterance resampled
+      // to each rate (see understander.h).
+      for (const JsonValue& r : list->as_array()) {
+        const int64_t rate = r.as_int();
+        if (rate < kMinEnsembleRate || rate > kMaxEnsembleRate)
+          throw FormatError(r.describe_location() + ": ensemble rate " + std::to_string(rate) + " is outside " +
+                            std::to_string(kMinEnsembleRate) + ".." + std::to_string(kMaxEnsembleRate));
+        if (std::find(ensemble_rates.begin(), ensemble_rates.end(), rate) != ensemble_rates.end())
+          throw FormatError(r.describe_location() + ": duplicate ensemble rate " + std::to_string(rate));
+        ensemble_rates.push_back(rate);
+      }
+      if (std::find(ensemble_rates.begin(), ensemble_rates.end(), kSampleRate) == ensemble_rates.end())
+        throw FormatError(list->describe_location() + ": the ensemble rates must include 16000 (the audio as it is)");
     }
     detail::verify_model_files(dir, m.at("files"), options.verify_checksums);
     // The files the runtime reads must be among those just checked.
@@ -179,44 +206,70 @@ Understander::Result Understander::understand(const float* pcm, size_t n) const 
     if (!std::isfinite(pcm[i]))
       throw ArgumentError("audio sample " + std::to_string(i) + " is " + (std::isnan(pcm[i]) ? "NaN" : "infinite") +
                           " (every sample must be finite)");
-  const Tensor audio = Tensor::borrowed(DType::kFloat32, {1, int64_t(n)}, pcm, nullptr);
-  Result r;
-  std::array<std::vector<double>, 3> log_probs;  // per slot, for joint decoding
-  {
+  // One run per ensemble rate (just the audio as it is without an ensemble).
+  const bool ensemble = m.options.speed_ensemble && m.ensemble_rates.size() > 1;
+  const std::vector<int64_t> rates = ensemble ? m.ensemble_rates : std::vector<int64_t>{kSampleRate};
+  std::array<std::vector<float>, 3> logits;     // per slot: the graph's, or the ensemble's mean log-probabilities
+  std::array<std::vector<double>, 3> mean_lp;   // per slot: sum of the members' log-softmax
+  for (size_t s = 0; s < slot_names().size(); ++s) mean_lp[s].assign(m.labels[s].size(), 0.0);
+  int members = 0;
+  for (const int64_t rate : rates) {
+    std::vector<float> warped;
+    const float* x = pcm;
+    size_t len = n;
+    if (rate != kSampleRate) {
+      warped = resample(pcm, n, kSampleRate, rate);
+      if (warped.size() < size_t(m.min_samples) || warped.size() > size_t(m.max_samples)) continue;
+      x = warped.data();
+      len = warped.size();
+    }
+    const Tensor audio = Tensor::borrowed(DType::kFloat32, {1, int64_t(len)}, x, nullptr);
     const std::vector<Tensor> out = m.graph->run({{m.input_name, audio}});
     for (size_t s = 0; s < slot_names().size(); ++s) {
       const Tensor& t = out[m.output_at[s]];
-      const std::vector<std::string>& labels = m.labels[s];
-      const int64_t k = int64_t(labels.size());
+      const int64_t k = int64_t(m.labels[s].size());
       if (t.dtype() != DType::kFloat32 || t.numel() != k || t.rank() == 0 || t.dim(t.rank() - 1) != k)
         throw FormatError(m.dir + ": the " + slot_names()[s] + " logits have shape " + shape_string(t.shape()) + " (" +
                           dtype_name(t.dtype()) + "), the manifest lists " + std::to_string(k) + " labels");
-      SlotPrediction p;
-      p.slot = slot_names()[s];
       const float* v = t.data<float>();
-      p.logits.assign(v, v + k);
       for (int64_t i = 0; i < k; ++i)
         if (!std::isfinite(v[i]))
-          throw Error(m.dir + ": the model produced a non-finite " + p.slot + " logit (" + std::to_string(v[i]) + ")");
-      int64_t best = 0;
-      for (int64_t i = 1; i < k; ++i)
-        if (v[i] > v[best]) best = i;
-      // Softmax in double with the maximum subtracted: no overflow, and the
-      // best label's exp(0) = 1 keeps the sum >= 1.
-      std::vector<double> e(static_cast<size_t>(k));
-      double sum = 0;
-      for (int64_t i = 0; i < k; ++i) sum += e[size_t(i)] = std::exp(double(v[i]) - double(v[best]));
-      p.probabilities.resize(size_t(k));
-      log_probs[s].resize(size_t(k));
-      for (int64_t i = 0; i < k; ++i) {
-        const double q = e[size_t(i)] / sum;
-        p.probabilities[size_t(i)] = float(q);
-        // As the Python API: log of the (double) probability, floored at 1e-300.
-        log_probs[s][size_t(i)] = std::log(std::max(q, 1e-300));
-      }
-      p.index = best;
-      r.slots.push_back(std::move(p));
+          throw Error(m.dir + ": the model produced a non-finite " + slot_names()[s] + " logit (" +
+                      std::to_string(v[i]) + ")");
+      logits[s].assign(v, v + k);
+      if (ensemble) add_log_softmax(logits[s], mean_lp[s]);
     }
+    ++members;
+  }
+  if (ensemble)  // members >= 1: the audio as it is always runs
+    for (size_t s = 0; s < slot_names().size(); ++s)
+      for (size_t i = 0; i < logits[s].size(); ++i) logits[s][i] = float(mean_lp[s][i] / members);
+  Result r;
+  std::array<std::vector<double>, 3> log_probs;  // per slot, for joint decoding
+  for (size_t s = 0; s < slot_names().size(); ++s) {
+    SlotPrediction p;
+    p.slot = slot_names()[s];
+    p.logits = std::move(logits[s]);
+    const std::vector<float>& v = p.logits;
+    const int64_t k = int64_t(v.size());
+    int64_t best = 0;
+    for (int64_t i = 1; i < k; ++i)
+      if (v[size_t(i)] > v[size_t(best)]) best = i;
+    // Softmax in double with the maximum subtracted: no overflow, and the
+    // best label's exp(0) = 1 keeps the sum >= 1.
+    std::vector<double> e(static_cast<size_t>(k));
+    double sum = 0;
+    for (int64_t i = 0; i < k; ++i) sum += e[size_t(i)] = std::exp(double(v[size_t(i)]) - double(v[size_t(best)]));
+    p.probabilities.resize(size_t(k));
+    log_probs[s].resize(size_t(k));
+    for (int64_t i = 0; i < k; ++i) {
+      const double q = e[size_t(i)] / sum;
+      p.probabilities[size_t(i)] = float(q);
+      // As the Python API: log of the (double) probability, floored at 1e-300.
+      log_probs[s][size_t(i)] = std::log(std::max(q, 1e-300));
+    }
+    p.index = best;
+    r.slots.push_back(std::move(p));
   }
   if (!m.intent_at.empty()) {
     // Joint decoding: the valid intent with the highest summed log-probability
@@ -251,6 +304,10 @@ int64_t Understander::min_samples() const { return impl_->min_samples; }
 int64_t Understander::max_samples() const { return impl_->max_samples; }
 double Understander::max_seconds() const { return impl_->max_seconds; }
 int Understander::threads() const { return impl_->options.threads; }
+const std::vector<int64_t>& Understander::ensemble_rates() const { return impl_->ensemble_rates; }
+bool Understander::speed_ensemble() const {
+  return impl_->options.speed_ensemble && impl_->ensemble_rates.size() > 1;
+}
 
 const std::vector<std::string>& Understander::labels(const std::string& slot) const {
   for (size_t s = 0; s < slot_names().size(); ++s)
