@@ -401,20 +401,22 @@ void set_ensemble_rates(const ModelCopy& c, const std::string& value) {
   set_manifest_key(c, "ensemble_rates", value);
 }
 
+constexpr double kPi = 3.14159265358979323846;
+
 TEST(resample_keeps_length_level_and_frequency) {
   // (Equality with ondevice.slu.audio.resample: tests/test_native_understander.py.)
   for (const auto& [from, to] : std::vector<std::pair<int64_t, int64_t>>{{16000, 15000}, {16000, 17000}, {44100, 16000},
                                                                           {8000, 16000}, {16000, 16000}}) {
     for (size_t n : {size_t(1), size_t(37), size_t(16001)}) {
       std::vector<float> x(n);
-      for (size_t i = 0; i < n; ++i) x[i] = float(0.5 * std::sin(2 * M_PI * 440.0 * double(i) / double(from)));
+      for (size_t i = 0; i < n; ++i) x[i] = float(0.5 * std::sin(2 * kPi * 440.0 * double(i) / double(from)));
       const std::vector<float> y = resample(x.data(), n, from, to);
       CHECK_MSG(y.size() == size_t((int64_t(n) * to + from - 1) / from), from << "->" << to << " n=" << n);
       if (n < 16000) continue;
       // Away from the ends (the filter's reach), a 440 Hz sine at the new rate.
       double err = 0;
       for (size_t j = 200; j + 200 < y.size(); ++j)
-        err = std::max(err, std::fabs(double(y[j]) - 0.5 * std::sin(2 * M_PI * 440.0 * double(j) / double(to))));
+        err = std::max(err, std::fabs(double(y[j]) - 0.5 * std::sin(2 * kPi * 440.0 * double(j) / double(to))));
       CHECK_MSG(err < 2e-3, from << "->" << to << " error " << err);
     }
   }
