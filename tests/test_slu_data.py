@@ -164,6 +164,21 @@ def test_specs_are_deterministic_balanced_and_respect_the_split():
     assert {s.job.voice.engine for s in only} == {"espeak-ng"}
 
 
+def test_flite_split_keeps_a_male_cluster_unit_voice_on_each_side():
+    # v1 validated on awb and tested on rms, so training never heard a male cluster-unit voice
+    assert corpus.FLITE_SPLIT["valid"] == () and "awb" in corpus.FLITE_SPLIT["train"]
+    assert corpus.FLITE_SPLIT["test"] == ("rms",)
+    valid = [corpus.utterance_spec(0, "valid", i) for i in range(100)]
+    assert {s.job.voice.engine for s in valid} == {"espeak-ng"}
+    with pytest.raises(DataError, match="valid split has no voice"):
+        corpus.utterance_spec(0, "valid", 0, engines=("flite",))
+    train = [corpus.utterance_spec(0, "train", i) for i in range(400)]
+    flite = [s for s in train if s.job.voice.engine == "flite"]
+    assert 0.2 < len(flite) / len(train) < 0.4  # P_FLITE["train"] = 0.3
+    lo, hi = corpus.FLITE_PITCH["train"]
+    assert all(lo <= s.job.pitch <= hi for s in flite) and any(s.job.pitch < 25 or s.job.pitch > 75 for s in flite)
+
+
 def test_missing_tools_raise_data_error(monkeypatch, tmp_path):
     monkeypatch.setattr(synth.shutil, "which", lambda name: None)
     with pytest.raises(DataError, match="apt-get install") as e:
@@ -208,7 +223,7 @@ def test_bad_sizes_raise_data_error(tmp_path):
 
 SIZES = {"train": 3, "valid": 1, "test": 2}
 FIELDS = {"id", "path", "transcript", "intent", "action", "object", "location", "voice", "engine", "rate",
-          "pitch", "augmentation", "duration_s", "heldout_phrasing", "indirect", "template"}
+          "pitch", "augmentation", "timbre", "duration_s", "heldout_phrasing", "indirect", "template"}
 
 
 def _engines():

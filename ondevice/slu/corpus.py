@@ -22,6 +22,7 @@ and an interrupted run resumes: existing valid WAVs are kept, missing ones rende
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -35,12 +36,12 @@ from pathlib import Path
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..errors import DataError
 from ..progress import Progress
-from . import synth
+from . import synth, timbre
 from .intents import INTENT_KEYS, intent_from_key
 from .phrasings import Phrasing, inventory, phrasings
 from .synth import ENGINES, ESPEAK, FLITE, Augmentation, RenderJob, Voice
 
-GENERATOR = "ondevice-slu-corpus/1"
+GENERATOR = "ondevice-slu-corpus/3"
 SPLITS = ("train", "valid", "test")
 DEFAULT_SIZES = {"train": 20000, "valid": 2000, "test": 3000}
 
@@ -59,16 +60,26 @@ ESPEAK_VARIANT_SPLIT = {
 }
 ESPEAK_VARIANT_SPLIT["train"] = tuple(
     v for v in synth.ESPEAK_VARIANTS if v not in ESPEAK_VARIANT_SPLIT["valid"] + ESPEAK_VARIANT_SPLIT["test"])
-#: flite voices per split.
-FLITE_SPLIT = {"train": ("kal", "kal16", "slt"), "valid": ("awb",), "test": ("rms",)}
+#: flite voices per split. flite has only two male cluster-unit voices (awb, rms): one trains, one
+#: tests; the valid split has no flite voice (corpus v1 validated on awb and the model never heard a
+#: male cluster-unit voice: 45 % on awb, 46 % on rms, ~89 % on new espeak-ng voices).
+FLITE_SPLIT = {"train": ("awb", "kal", "kal16", "slt"), "valid": (), "test": ("rms",)}
 
 #: Sampling distribution (documented in docs/slu-data.md).
-P_FLITE = 0.2                 # share of utterances spoken by flite (when both engines are used)
+#: Share of utterances spoken by flite (when both engines are used and the split has flite voices);
+#: training leans on flite more because it has 4 voices against espeak-ng's 345.
+P_FLITE = {"train": 0.3, "valid": 0.2, "test": 0.2}
 P_HELDOUT_TEST = 1 / 3        # share of test utterances with a held-out phrasing
 ESPEAK_RATE = (130, 220)      # words per minute, uniform
 FLITE_RATE = (135, 215)
 ESPEAK_PITCH = (20, 80)       # 0-99, uniform
-FLITE_PITCH = (25, 75)
+#: flite pitch (a sox shift that moves formants too); training spans a wider range so the few flite
+#: speakers cover more vocal-tract lengths.
+FLITE_PITCH = {"train": (15, 85), "valid": (25, 75), "test": (25, 75)}
+#: Share of the espeak-ng utterances spoken with a mixed timbre (ondevice/slu/timbre.py), whose
+#: parameters come from the training variants only; the voice is then ``BASE+mixed``.
+P_MIXED_TIMBRE = {"train": 0.5, "valid": 0.0, "test": 0.0}
+MIXED_VARIANT = "mixed"
 P_SPEED = 0.3                 # speed or tempo perturbation (half each)
 SPEED_FACTORS = (0.9, 0.95, 1.05, 1.1)
 P_REVERB = 0.3
@@ -78,16 +89,22 @@ SILENCE_S = (0.05, 0.4)       # leading and trailing silence, uniform each
 PEAK_DB = (-12.0, -1.0)       # output peak level, uniform
 
 
-def voices(split: str, engines: tuple[str, ...] = ENGINES) -> list[Voice]:
-    """The voices of a split (sorted), for the given engines."""
+def voices(split: str, engines: tuple[str, ...] = ENGINES) -> tuple[Voice, ...]:
+    """The voices of a split (sorted), for the given engines (cached: every utterance spec asks)."""
+    return _voices(split, tuple(engines))
+
+
+@functools.lru_cache(maxsize=None)
+def _voices(split: str, engines: tuple[str, ...]) -> tuple[Voice, ...]:
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}: choose from {', '.join(SPLITS)}")
     out: list[Voice] = []
     if ESPEAK in engines:
-        out += [Voice.espeak(b, v) for b in ESPEAK_BASE_SPLIT[split] for v in ESPEAK_VARIANT_SPLIT[split]]
+        variants = ESPEAK_VARIANT_SPLIT[split] + ((MIXED_VARIANT,) if P_MIXED_TIMBRE[split] > 0 else ())
+        out += [Voice.espeak(b, v) for b in ESPEAK_BASE_SPLIT[split] for v in variants]
     if FLITE in engines:
         out += [Voice.flite(n) for n in FLITE_SPLIT[split]]
-    return sorted(out)
+    return tuple(sorted(out))
 
 
 def voice_split(engines: tuple[str, ...] = ENGINES) -> dict[str, list[str]]:
@@ -139,12 +156,17 @@ def utterance_spec(seed: int, split: str, index: int, engines: tuple[str, ...] =
     group = r.choice(_phrasing_groups(intent, heldout))   # template first, then one of its strings
     phrasing = r.choice(group)
 
-    use_flite = FLITE in engines and (ESPEAK not in engines or r.random() < P_FLITE)
+    if not voices(split, engines):
+        raise DataError(f"the {split} split has no voice of engine(s) {', '.join(engines)}")
+    # The engine coin is drawn whenever both engines are on, even in a split without flite voices,
+    # so the rest of each utterance's draws do not depend on which splits have flite voices.
+    coin = r.random() if FLITE in engines and ESPEAK in engines else 0.0
+    use_flite = FLITE in engines and bool(FLITE_SPLIT[split]) and coin < P_FLITE[split]
     engine = FLITE if use_flite else ESPEAK
-    voice = r.choice([v for v in voices(split, (engine,))])
+    voice = r.choice([v for v in voices(split, (engine,)) if v.variant != MIXED_VARIANT])
     lo, hi = FLITE_RATE if use_flite else ESPEAK_RATE
     rate = r.randint(lo, hi)
-    lo, hi = FLITE_PITCH if use_flite else ESPEAK_PITCH
+    lo, hi = FLITE_PITCH[split] if use_flite else ESPEAK_PITCH
     pitch = r.randint(lo, hi)
 
     speed = tempo = None
@@ -163,7 +185,12 @@ def utterance_spec(seed: int, split: str, index: int, engines: tuple[str, ...] =
     aug = Augmentation(speed=speed, tempo=tempo, reverb=reverb, room_scale=room, noise=noise, snr_db=snr,
                        noise_offset=round(r.random(), 6), lead_s=round(r.uniform(*SILENCE_S), 3),
                        trail_s=round(r.uniform(*SILENCE_S), 3), peak_db=round(r.uniform(*PEAK_DB), 1))
-    job = RenderJob(text=phrasing.text, voice=voice, rate=rate, pitch=pitch, aug=aug)
+    mixed = None
+    tr = _rng(seed, split, index, "timbre")  # its own stream: the draws above stay as in version 2
+    if engine == ESPEAK and tr.random() < P_MIXED_TIMBRE[split]:
+        mixed = timbre.draw(tr, ESPEAK_VARIANT_SPLIT[split])
+        voice = Voice.espeak(voice.base, MIXED_VARIANT)
+    job = RenderJob(text=phrasing.text, voice=voice, rate=rate, pitch=pitch, aug=aug, timbre=mixed)
     return UtteranceSpec(split, index, intent, phrasing, job)
 
 
@@ -174,7 +201,8 @@ def manifest_record(spec: UtteranceSpec, duration_s: float) -> dict:
         "id": spec.name[:-4], "path": spec.relpath, "transcript": j.text,
         "intent": intent.key, "action": intent.action, "object": intent.object, "location": intent.location,
         "voice": j.voice.id, "engine": j.voice.engine, "rate": j.rate, "pitch": j.pitch,
-        "augmentation": j.aug.to_json(), "duration_s": round(duration_s, 4),
+        "augmentation": j.aug.to_json(), "timbre": j.timbre.to_json() if j.timbre else None,
+        "duration_s": round(duration_s, 4),
         "heldout_phrasing": spec.phrasing.heldout, "indirect": spec.phrasing.indirect,
         "template": spec.phrasing.template,
     }

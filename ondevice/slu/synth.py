@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..errors import DataError
+from .timbre import MixedTimbre, write_overlay
 
 SAMPLE_RATE = 16000
 
@@ -132,6 +133,7 @@ class RenderJob:
     rate: int     # words per minute
     pitch: int    # 0-99
     aug: Augmentation
+    timbre: MixedTimbre | None = None  # espeak-ng only: speak with this mixed variant (voice BASE+mixed)
 
 
 # ------------------------------------------------------------------------------------------ tools
@@ -203,8 +205,14 @@ def _run(cmd: list[str], what: str, input_bytes: bytes | None = None, timeout: f
 def _tts(job: RenderJob, wav_path: str) -> None:
     v = job.voice
     if v.engine == ESPEAK:
-        _run([ESPEAK, "-v", v.name, "-s", str(job.rate), "-p", str(job.pitch), "-w", wav_path, "--stdin"],
+        voice = ["-v", v.name]
+        if job.timbre is not None:
+            overlay = write_overlay(os.path.dirname(wav_path), job.timbre)
+            voice = [f"--path={overlay}", "-v", f"{v.base}+{job.timbre.name}"]
+        _run([ESPEAK, *voice, "-s", str(job.rate), "-p", str(job.pitch), "-w", wav_path, "--stdin"],
              f"say {job.text!r} with {v.id}", input_bytes=job.text.encode("utf-8"))
+    elif job.timbre is not None:
+        raise DataError(f"a mixed timbre needs espeak-ng, not {v.engine}")
     elif v.engine == FLITE:
         stretch = 175.0 / job.rate
         _run([FLITE, "-voice", v.name, "--setf", f"duration_stretch={stretch:.4f}", "-t", job.text,
