@@ -244,10 +244,18 @@ def finetune(bert: SpeechBert, tokens: list[np.ndarray], labels: dict[str, np.nd
              teacher_logits: Tensor | None, valid: tuple[list[np.ndarray], dict[str, np.ndarray]],
              epochs: int = 4, batch: int = 32, lr: float = 3e-4, kd_weight: float = 1.0, seed: int = 0,
              log: LogFn = print, progress: bool = True, step_hook: Callable[[], None] | None = None,
-             params: list | None = None, warp: float = 0.0) -> tuple[SpeechBert, list[dict]]:
+             params: list | None = None, warp: float = 0.0,
+             copies: list[list[np.ndarray]] = ()) -> tuple[SpeechBert, list[dict]]:
     """Fine-tune on slots (CE), plus ``kd_weight`` x L1(student, teacher logits) when teacher logits
-    are given (stage 2); ``warp``: :func:`time_warp` amount (augmentation).  Keeps the weights of
-    the best validation epoch."""
+    are given (stage 2); ``warp``: :func:`time_warp` amount (augmentation).  ``copies``: other
+    token sequences of the same utterances (each list parallel to ``tokens``: the speed-perturbed
+    copies); every time an utterance is drawn, one of its versions is, uniformly (the epoch keeps
+    its number of steps), the utterance itself where the drawn copy has no frame.  Keeps the
+    weights of the best validation epoch."""
+    for c in copies:
+        if len(c) != len(tokens):
+            raise ValueError(f"a copy has {len(c)} utterances, the tokens {len(tokens)}")
+    versions = [tokens, *copies]
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     opt = torch.optim.AdamW(params if params is not None else bert.parameters(), lr=lr, weight_decay=0.01)
@@ -264,7 +272,9 @@ def finetune(bert: SpeechBert, tokens: list[np.ndarray], labels: dict[str, np.nd
                 for g in opt.param_groups:
                     g["lr"] = _lr(step, steps, lr, max(1, steps // 20))
                 sel = order[b:b + batch]
-                seqs = [time_warp(tokens[i], rng, warp) for i in sel]
+                pick = rng.integers(len(versions), size=len(sel)) if copies else np.zeros(len(sel), dtype=np.int64)
+                seqs = [time_warp(versions[k][i] if len(versions[k][i]) else tokens[i], rng, warp)
+                        for k, i in zip(pick, sel)]
                 x = _augment(pad_batch(seqs, bert.cfg.pad_id), [len(s) for s in seqs], bert.cfg, rng)
                 fm = feature_mask(x.shape[0], x.shape[1], bert.cfg.d_model, rng)
                 logits = bert(x, fm)

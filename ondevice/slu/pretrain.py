@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from ..progress import Progress
+from .audio import resample
 from .dataset import SLUSplit
-from .model import (SLUConfig, SpeechBert, SpeechTokenizer, contrastive_loss, kmeans_codebooks, kmeans_logits,
-                    num_frames, standardize)
+from .model import (SAMPLE_RATE, SLUConfig, SpeechBert, SpeechTokenizer, contrastive_loss, kmeans_codebooks,
+                    kmeans_logits, num_frames, standardize)
 
 LogFn = Callable[[str], None]
 
@@ -112,14 +113,20 @@ def fit_codebooks(tok: SpeechTokenizer, split: SLUSplit, frames: int, seed: int,
 
 @torch.no_grad()
 def tokenize_split(tokenize: Callable[[torch.Tensor], torch.Tensor], split: SLUSplit, cfg: SLUConfig,
-                   progress: bool = True) -> list[np.ndarray]:
+                   progress: bool = True, rate: int = SAMPLE_RATE) -> list[np.ndarray]:
     """Token ids (int16 arrays) of every utterance by ``tokenize`` (waveforms ``[1, T]`` -> ids
     ``[1, N]``: the tokenizer's, or the quantized model's), one at a time: exactly what the
-    exported graph computes on that utterance alone (no padding effects)."""
+    exported graph computes on that utterance alone (no padding effects).  ``rate`` other than
+    16 kHz: each utterance is first resampled to ``rate`` and read as 16 kHz, the speed change
+    (pitch, formants and tempo together) of the runtime's speed ensemble, here for training copies."""
     out = []
-    with Progress(f"tokenizing {split.name}", total=len(split), unit="utt", enabled=progress) as bar:
+    what = split.name if rate == SAMPLE_RATE else f"{split.name} at {rate} Hz"
+    with Progress(f"tokenizing {what}", total=len(split), unit="utt", enabled=progress) as bar:
         for i in range(len(split)):
-            w = torch.from_numpy(split.wave(i))[None]
+            wave = split.wave(i)
+            if rate != SAMPLE_RATE:
+                wave = resample(wave, SAMPLE_RATE, rate)
+            w = torch.from_numpy(wave)[None]
             if num_frames(w.shape[1], cfg) < 1:
                 out.append(np.zeros(0, np.int16))
             else:

@@ -37,7 +37,7 @@ class SLUQuantPlan:
 
     conv: int = 4
     vq: int = 4
-    bert_conv: int = 2
+    bert_conv: int = 3
     embedding: Any = field(default_factory=lambda: {"ratio": 2.0, "bits": [3, 2, 1]})
     positions: int = 2
     attn: int = 3

@@ -8,7 +8,8 @@
     kd1       stage-1 KD: the BERT's [CLS] regressed onto the teacher's utterance
               vector on paired audio/transcripts (no labels)                          -> bert_kd1.pt
     finetune  the four fine-tunings of the ablation (no KD / stage 1 / stage 2 / both)
-              and their held-out accuracies                                            -> ft_*.pt/json, ablation.json
+              and their held-out accuracies; the training split's speed copies
+              (``speed_copies``) are tokenized first                 -> tokens_speed.npz, ft_*.pt/json, ablation.json
     quantize  mixed-precision BCQ of the chosen variant: front end quantized, corpus re-tokenized,
               BERT retrained with fake quantization; exported to ONNX                 -> onnx/, quantized.json
 
@@ -19,6 +20,7 @@ A stage whose output exists is skipped, so an interrupted run continues where it
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
 import json
 import sys
@@ -60,6 +62,8 @@ class SLUTrainConfig:
     front_qat_lr: float = 3e-5
     qat_epochs: int = 3
     ensemble_rates: tuple = (15000, 16000, 17000)  # the export's speed ensemble (understander.py); () for none
+    speed_copies: tuple = (15000, 17000)  # training utterances also tokenized at these rates, read as 16 kHz
+    #                                       (speed perturbation); fine-tuning and QAT draw one version each time
     qat_lr: float = 3e-4
     qat_refresh_every: int = 8
     limit: int | None = None      # utterances per split (tests and smoke runs)
@@ -135,24 +139,79 @@ def stage_tokens(run: Run) -> None:
     if out.exists():
         return
     tok = load_tokenizer(run.path("tokenizer.pt"))
-    arrays = {}
+    seqs = {}
     for split in ("train", "valid", "test"):
-        seqs = tokenize_split(tok.tokenize, run.split(split), run.model_cfg)
-        lens = np.array([len(s) for s in seqs], dtype=np.int64)
-        arrays[f"{split}_tokens"] = np.concatenate(seqs) if seqs else np.zeros(0, np.int16)
-        arrays[f"{split}_offsets"] = np.concatenate([[0], np.cumsum(lens)])
-        counts = np.bincount(arrays[f"{split}_tokens"].astype(np.int64), minlength=run.model_cfg.num_tokens)
-        run.log(f"tokens {split}: {len(seqs)} utterances, {int(lens.sum())} frames, "
+        seqs[split] = tokenize_split(tok.tokenize, run.split(split), run.model_cfg)
+        lens = [len(s) for s in seqs[split]]
+        counts = np.bincount(np.concatenate(seqs[split]).astype(np.int64) if lens else np.zeros(0, np.int64),
+                             minlength=run.model_cfg.num_tokens)
+        run.log(f"tokens {split}: {len(lens)} utterances, {sum(lens)} frames, "
                 f"{int((counts > 0).sum())} distinct tokens of {run.model_cfg.num_tokens}")
+    write_tokens(out, seqs)
+
+
+def write_tokens(path: Path, seqs: dict[str, list[np.ndarray]], extra: dict[str, np.ndarray] | None = None) -> None:
+    """``{name: token sequences}`` as one .npz (``{name}_tokens`` concatenated, ``{name}_offsets``),
+    plus the ``extra`` arrays as they are."""
+    arrays = {}
+    for name, s in seqs.items():
+        lens = np.array([len(x) for x in s], dtype=np.int64)
+        arrays[f"{name}_tokens"] = np.concatenate(s).astype(np.int16) if s else np.zeros(0, np.int16)
+        arrays[f"{name}_offsets"] = np.concatenate([[0], np.cumsum(lens)])
+    arrays.update(extra or {})
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    atomic_write_bytes(out, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def read_tokens(path: Path, split: str) -> list[np.ndarray]:
     with np.load(path) as z:
         t, o = z[f"{split}_tokens"], z[f"{split}_offsets"]
     return [t[o[i]:o[i + 1]].astype(np.int64) for i in range(len(o) - 1)]
+
+
+def check_speed_copies(rates: Any) -> list[int]:
+    """``speed_copies``: distinct integer rates in the speed ensemble's range, 16 kHz excluded (that
+    version is the utterance itself); ConfigError otherwise."""
+    from .export import ENSEMBLE_MAX_RATE, ENSEMBLE_MIN_RATE
+    from .model import SAMPLE_RATE
+
+    if not isinstance(rates, (list, tuple)) or any(isinstance(r, bool) or not isinstance(r, int) for r in rates):
+        raise ConfigError(f"speed_copies: a list of integer sample rates, got {rates!r}")
+    if (any(not ENSEMBLE_MIN_RATE <= r <= ENSEMBLE_MAX_RATE or r == SAMPLE_RATE for r in rates)
+            or len(set(rates)) != len(rates)):
+        raise ConfigError(f"speed_copies: distinct rates in {ENSEMBLE_MIN_RATE}..{ENSEMBLE_MAX_RATE} other than "
+                          f"{SAMPLE_RATE}, got {list(rates)}")
+    return [int(r) for r in rates]
+
+
+def speed_copies(run: Run, tokenize, cache: str | None) -> list[list[np.ndarray]]:
+    """The training split's tokens at each of ``speed_copies``' rates (:func:`tokenize_split`'s
+    ``rate``), by ``tokenize``.  With ``cache`` (the fp32 tokenizer's copies), they are kept in the
+    run directory under that name, stamped with the tokenizer file's sha256 and the split's size:
+    a copy from another tokenizer (a re-run ``vq`` stage, a file copied between runs) would train
+    on another codebook's ids without any error, so a stamp that differs means tokenizing again."""
+    from .pretrain import tokenize_split
+
+    rates = check_speed_copies(run.cfg.speed_copies)
+    if not rates:
+        return []
+    train = run.split("train")
+    keys = [f"train@{r}" for r in rates]
+    path = run.path(cache) if cache else None
+    stamp = ""
+    if path is not None:
+        stamp = f"{hashlib.sha256(run.path('tokenizer.pt').read_bytes()).hexdigest()} {len(train)}"
+        if path.exists():
+            with np.load(path) as z:
+                have = set(z.files)
+                same = "source" in have and str(z["source"]) == stamp
+            if same and all(f"{k}_tokens" in have for k in keys):
+                return [read_tokens(path, k) for k in keys]
+    seqs = {k: tokenize_split(tokenize, train, run.model_cfg, rate=r) for k, r in zip(keys, rates)}
+    if path is not None:
+        write_tokens(path, seqs, {"source": np.array(stamp)})
+    return [[s.astype(np.int64) for s in seqs[k]] for k in keys]
 
 
 def load_bert(path: Path, cfg: SLUConfig):
@@ -230,6 +289,7 @@ def stage_finetune(run: Run) -> None:
         tokens = {s: read_tokens(run.path("tokens.npz"), s) for s in ("train", "valid", "test")}
         teacher_logits = load_torch(run.path("teacher.pt"))["train_logits"]
         train, valid, test = run.split("train"), run.split("valid"), run.split("test")
+        copies = speed_copies(run, load_tokenizer(run.path("tokenizer.pt")).tokenize, "tokens_speed.npz")
     for variant in todo:
         run.log(f"fine-tuning variant {variant}")
         bert = load_bert(run.path(start[variant]), run.model_cfg)
@@ -237,8 +297,9 @@ def stage_finetune(run: Run) -> None:
                                  teacher_logits if variant in KD_LOGIT_VARIANTS else None,
                                  (tokens["valid"], valid.labels), epochs=run.cfg.finetune_epochs,
                                  lr=run.cfg.finetune_lr, kd_weight=run.cfg.kd_weight, seed=run.cfg.seed,
-                                 log=run.log, warp=run.cfg.warp)
-        result = {"valid": evaluate(bert, tokens["valid"], valid.labels),
+                                 log=run.log, warp=run.cfg.warp, copies=copies)
+        result = {"speed_copies": check_speed_copies(run.cfg.speed_copies),
+                  "valid": evaluate(bert, tokens["valid"], valid.labels),
                   "test": evaluate(bert, tokens["test"], test.labels, test.heldout_phrasing),
                   "history": history}
         run.log(f"variant {variant}: test {json.dumps(result['test'])}")
@@ -286,6 +347,7 @@ def stage_quantize(run: Run) -> None:
     ptq_front = evaluate(model.bert, new["test"], splits["test"].labels, splits["test"].heldout_phrasing)
     run.log(f"quantized front end: {same:.4f} of the tokens unchanged; test accuracy with the fp32 BERT "
             f"{ptq_front['intent_accuracy']:.4f}")
+    copies = speed_copies(run, model.tokens, None)
     bert_assign = {k[len("bert."):]: v for k, v in assign.items() if k.startswith("bert.")}
     apply_fake_quant(model.bert, bert_assign, method=plan.method, refresh_every=run.cfg.qat_refresh_every)
     ptq = evaluate(model.bert, new["test"], splits["test"].labels, splits["test"].heldout_phrasing)
@@ -296,7 +358,7 @@ def stage_quantize(run: Run) -> None:
     _, history = finetune(model.bert, new["train"], splits["train"].labels, teacher_logits,
                           (new["valid"], splits["valid"].labels), epochs=run.cfg.qat_epochs, lr=run.cfg.qat_lr,
                           kd_weight=run.cfg.kd_weight, seed=run.cfg.seed, log=run.log,
-                          step_hook=lambda: fake_quant_step(model.bert), warp=run.cfg.warp)
+                          step_hook=lambda: fake_quant_step(model.bert), warp=run.cfg.warp, copies=copies)
     qat = evaluate(model.bert, new["test"], splits["test"].labels, splits["test"].heldout_phrasing)
     run.log(f"QAT test intent accuracy {qat['intent_accuracy']:.4f}")
     results = export_bcq(model)
@@ -304,6 +366,7 @@ def stage_quantize(run: Run) -> None:
     retrained = {"steps": run.cfg.front_qat_steps, "lr": run.cfg.front_qat_lr,
                  "valid_tokens_unchanged_before": ptq_same, **front_qat}
     summary = {"variant": run.cfg.ship_variant, "plan": plan.to_dict(), "average_bits": bits,
+               "speed_copies": check_speed_copies(run.cfg.speed_copies),
                "matrices": len(assign), "front_end_retraining": retrained, "tokens_unchanged": same, "fp32": fp32,
                "quantized_front_end_fp32_bert": ptq_front, "ptq": ptq, "qat": qat, "qat_history": history}
     manifest = export_slu(model, run.path("onnx"), pack_results(results),
@@ -317,6 +380,7 @@ def run_stages(cfg: SLUTrainConfig, stages: tuple[str, ...] = STAGES) -> Run:
     unknown = set(stages) - set(STAGES)
     if unknown:
         raise ConfigError(f"unknown stage(s) {', '.join(sorted(unknown))}; stages: {', '.join(STAGES)}")
+    check_speed_copies(cfg.speed_copies)  # before hours of earlier stages
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     run = Run(cfg)
