@@ -134,12 +134,21 @@ class BCQMatrix:
         """The dense float32 matrix this object represents."""
         return bitplane.dequantize(self._p)
 
-    def matmul(self, x: np.ndarray, threads: int | None = None, kernel: str | None = None) -> np.ndarray:
-        """``x @ W.T`` for x of shape (cols,) or (batch, cols), with the C++ LUT kernel.
+    def matmul(self, x: np.ndarray, threads: int | None = None, kernel: str | None = None,
+               path: str = "lut") -> np.ndarray:
+        """``x @ W.T`` for x of shape (cols,) or (batch, cols), with the C++ kernels.
 
         The GIL is released while the kernel runs. ``kernel`` picks a variant
         from :func:`available_kernels` (default: the fastest, or $ONDEVICE_KERNEL).
+        ``path``: ``"lut"`` (lookup tables, one int8 pass: the fastest for a few
+        rows), ``"lut16"`` (two passes, ~250x smaller table error) or ``"dense"``
+        (each 32-row tile expanded to float32 and multiplied with fused
+        multiply-adds: the faster path from some tens of rows on, exact up to
+        float rounding; benchmarks/dense_crossover.md). The native runtime picks
+        between lut16 and dense by the number of rows (docs/runtime.md).
         """
+        if path not in ("lut", "lut16", "dense"):
+            raise KernelArgumentError(f"path must be 'lut', 'lut16' or 'dense', got {path!r}")
         a = np.asarray(x)
         cols = self._p.cols
         if a.ndim == 1 and a.shape[0] == cols:
@@ -154,7 +163,7 @@ class BCQMatrix:
             x2 = np.ascontiguousarray(x2, dtype=np.float32)
         threads = _default_threads if threads is None else _thread_count(threads)
         try:
-            y = self._core.gemm(x2, kernel or "", threads)
+            y = self._core.gemm(x2, kernel or "", threads, path)
         except _core.ArgumentError as e:
             raise KernelArgumentError(str(e)) from None
         return y.reshape(self._p.rows) if a.ndim == 1 else y

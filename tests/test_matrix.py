@@ -45,6 +45,30 @@ def test_matmul_all_variants_against_numpy(n, k, gs, q, batch):
         np.testing.assert_array_equal(outs[v], outs["lut_generic"])
 
 
+@pytest.mark.parametrize("n,k,gs,q,batch", [(1, 1, None, 1, 1), (7, 13, None, 2, 5), (33, 64, 8, 3, 40),
+                                             (65, 100, 24, 4, 7), (40, 1100, 128, 2, 300)])
+def test_dense_path_against_numpy(n, k, gs, q, batch):
+    """path="dense" (the expanded tiles + fmas the runtime uses for many rows) is the exact product up to
+    float rounding, and every variant's dense path gives the same bits."""
+    rng = np.random.default_rng(n * k + q)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    m = quantize_bcq(w, bits=q, group_size=gs, method="greedy", offset=q % 2 == 0)
+    x = rng.standard_normal((batch, k)).astype(np.float32)
+    wd = m.dequantize().astype(np.float64)
+    exact = x.astype(np.float64) @ wd.T
+    outs = {v: m.matmul(x, kernel=v, threads=2, path="dense") for v in LUT_VARIANTS}
+    bound = (k + 8) * 6e-8 * (np.abs(x).astype(np.float64) @ np.abs(wd).T) + 1e-30
+    assert (np.abs(outs["lut_generic"] - exact) <= bound).all()
+    for v in LUT_VARIANTS:
+        np.testing.assert_array_equal(outs[v], outs["lut_generic"])
+    lut16 = m.matmul(x, threads=1, path="lut16")
+    assert np.abs(lut16 - exact).max() <= np.abs(m.matmul(x, threads=1) - exact).max() + 1e-6
+    with pytest.raises(KernelArgumentError, match="path"):
+        m.matmul(x, path="gpu")
+    with pytest.raises(KernelArgumentError, match="dense path"):
+        m.matmul(x, kernel="reference", path="dense")
+
+
 def test_mixed_bits_per_row(rng):
     w = rng.standard_normal((100, 300)).astype(np.float32)
     bits = rng.integers(1, 5, size=100)

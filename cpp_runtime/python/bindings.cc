@@ -50,8 +50,12 @@ class Matrix {
                              offset ? offset->size() : 0, nullptr);
   }
 
+  // path: "lut" (one int8 table pass), "lut16" (two, the runtime's default)
+  // or "dense" (bcq_gemm_dense: the expanded weights).
   nb::ndarray<nb::numpy, float> gemm(nb::ndarray<const float, nb::ndim<2>, nb::c_contig, nb::device::cpu> x,
-                                     const std::string& variant, int threads) const {
+                                     const std::string& variant, int threads, const std::string& path) const {
+    if (path != "lut" && path != "lut16" && path != "dense")
+      throw ArgumentError("path must be 'lut', 'lut16' or 'dense', got '" + path + "'");
     const BitplaneLayout& L = matrix_.layout();
     if (x.shape(1) != L.cols)
       throw ArgumentError("input has " + std::to_string(x.shape(1)) + " features but the matrix has " +
@@ -61,7 +65,8 @@ class Matrix {
     auto y = owned_array<float>(nullptr, {batch, size_t(L.rows)});
     {
       nb::gil_scoped_release release;
-      bcq_gemm(matrix_, x.data(), batch, y.data(), v, threads);
+      if (path == "dense") bcq_gemm_dense(matrix_, x.data(), batch, y.data(), v, threads);
+      else bcq_gemm(matrix_, x.data(), batch, y.data(), v, threads, path == "lut16");
     }
     return y;
   }
@@ -286,7 +291,11 @@ NB_MODULE(_core, m) {
            nb::arg("rows"), nb::arg("cols"), nb::arg("group_size"), nb::arg("row_bits"), nb::arg("planes"),
            nb::arg("alpha"), nb::arg("offset").none())
       .def("gemm", &Matrix::gemm, nb::arg("x"), nb::arg("variant") = "", nb::arg("threads") = 1,
-           "Y = X @ W_hat.T for X float32 [batch, cols]; releases the GIL.")
+           nb::arg("path") = "lut",
+           "Y = X @ W_hat.T for X float32 [batch, cols] by the LUT kernels (path 'lut' or 'lut16') or the dense "
+           "path ('dense'); releases the GIL.")
+      .def_static("default_dense_min_rows", &default_dense_min_rows,
+                  "Activation rows from which the runtime takes the dense path (ONDEVICE_DENSE_MIN_ROWS overrides).")
       .def("error_bound", &Matrix::error_bound, nb::arg("x"),
            "Per-row bound on |LUT kernel - exact| for one input vector.")
       .def_prop_ro("plane_bytes", [](const Matrix& s) { return s.layout().plane_bytes(); })

@@ -28,16 +28,18 @@ std::vector<float> random_x(size_t n, std::mt19937& rng) {
   return x;
 }
 
+// W_hat[r, k] in double, straight from the spec's element definition.
+double spec_weight(const BitplaneMatrix& w, uint32_t r, uint32_t k) {
+  const uint32_t g = k / w.layout().group_size;
+  double wk = w.has_offset() ? w.offset()[uint64_t(r) * w.layout().groups + g] : 0.0;
+  for (uint32_t i = 0; i < w.row_bits()[r]; ++i) wk += (w.bit(r, i, k) ? 1.0 : -1.0) * w.scale(r, i, g);
+  return wk;
+}
+
 // Dense dequantization straight from the spec's element definition.
 double dense_dot(const BitplaneMatrix& w, uint32_t r, const float* x) {
-  const BitplaneLayout& L = w.layout();
   double acc = 0.0;
-  for (uint32_t k = 0; k < L.cols; ++k) {
-    const uint32_t g = k / L.group_size;
-    double wk = w.has_offset() ? w.offset()[uint64_t(r) * L.groups + g] : 0.0;
-    for (uint32_t i = 0; i < w.row_bits()[r]; ++i) wk += (w.bit(r, i, k) ? 1.0 : -1.0) * w.scale(r, i, g);
-    acc += wk * x[k];
-  }
+  for (uint32_t k = 0; k < w.layout().cols; ++k) acc += spec_weight(w, r, k) * x[k];
   return acc;
 }
 
@@ -121,6 +123,139 @@ TEST(lut_error_is_small_relative_to_output) {
     den += double(ref[i]) * ref[i];
   }
   CHECK_MSG(std::sqrt(num / den) < 0.01, "relative RMS error " << std::sqrt(num / den));
+}
+
+namespace {
+
+// The dense path's result computed from the spec's element definition in the
+// documented order: W_hat[r, k] = offset (or 0) + alpha_i * B_i for i < q_r,
+// rounded after each addition, then one fma chain over ascending k per output.
+std::vector<float> dense_expected(const BitplaneMatrix& w, const std::vector<float>& x, size_t batch) {
+  const BitplaneLayout& L = w.layout();
+  std::vector<float> wt(size_t(L.rows) * L.cols);
+  for (uint32_t r = 0; r < L.rows; ++r)
+    for (uint32_t k = 0; k < L.cols; ++k) {
+      const uint32_t g = k / L.group_size;
+      float v = w.has_offset() ? w.offset()[uint64_t(r) * L.groups + g] : 0.0f;
+      for (uint32_t i = 0; i < w.row_bits()[r]; ++i) {
+        const float a = w.scale(r, i, g);
+        v = v + (w.bit(r, i, k) ? a : -a);
+      }
+      wt[size_t(r) * L.cols + k] = v;
+    }
+  std::vector<float> y(batch * L.rows);
+  for (size_t b = 0; b < batch; ++b)
+    for (uint32_t r = 0; r < L.rows; ++r) {
+      float acc = 0.0f;
+      for (uint32_t k = 0; k < L.cols; ++k) acc = std::fma(x[b * L.cols + k], wt[size_t(r) * L.cols + k], acc);
+      y[b * L.rows + r] = acc;
+    }
+  return y;
+}
+
+// sum_k |W_hat[r, k] x_k| (double, from the spec's element definition).
+double abs_dot(const BitplaneMatrix& w, uint32_t r, const float* x) {
+  double acc = 0.0;
+  for (uint32_t k = 0; k < w.layout().cols; ++k) acc += std::fabs(spec_weight(w, r, k) * x[k]);
+  return acc;
+}
+
+std::vector<float> run_dense(const BitplaneMatrix& w, const std::vector<float>& x, size_t batch, KernelVariant v,
+                             int threads) {
+  std::vector<float> y(batch * w.layout().rows, -1234.5f);
+  bcq_gemm_dense(w, x.data(), batch, y.data(), v, threads);
+  return y;
+}
+
+}  // namespace
+
+TEST(dense_path_is_the_spec_product_on_random_shapes) {
+  // Bit for bit the documented fma order (portable variant), every SIMD
+  // variant identical to it at any thread count, and within float rounding of
+  // the double-precision reference; odd sizes, partial tiles, groups,
+  // offsets, mixed bits per row, batches around the register blocking (6 / 4).
+  std::mt19937 rng(11);
+  const uint32_t rows[] = {1, 5, 31, 32, 33, 70};
+  const uint32_t cols[] = {1, 7, 8, 9, 63, 130, 1031};
+  int n = 0;
+  for (uint32_t r : rows)
+    for (uint32_t c : cols)
+      for (uint32_t g : {c, 8u, 64u}) {
+        if (g > c) continue;
+        const uint32_t q = 1 + (n % 4);
+        auto m = testing::make_random_matrix(r, c, g, n % 5 == 0 ? 1 : q, q, n % 3 == 0, rng);
+        const size_t batch = size_t(1 + (n * 7) % 40);
+        const auto x = random_x(batch * c, rng);
+        std::ostringstream what;
+        what << r << "x" << c << " g" << g << " q" << q << " batch" << batch;
+        const auto expected = dense_expected(m.matrix, x, batch);
+        const auto generic = run_dense(m.matrix, x, batch, KernelVariant::kLutGeneric, 1);
+        CHECK_MSG(std::memcmp(generic.data(), expected.data(), generic.size() * sizeof(float)) == 0,
+                  what.str() << ": portable dense path differs from the spec's order");
+        const auto ref = run(m.matrix, x, batch, KernelVariant::kReference, 1);
+        for (size_t i = 0; i < ref.size(); ++i) {
+          // a chain of c fmas: |error| <= c * 2^-24 * sum_k |x_k w_k| (plus the weights' own rounding)
+          const size_t b = i / r;
+          const double mag = abs_dot(m.matrix, uint32_t(i % r), x.data() + b * c);
+          CHECK_MSG(std::fabs(double(generic[i]) - ref[i]) <= (c + 8) * 6e-8 * mag + 1e-30,
+                    what.str() << " element " << i << ": " << generic[i] << " vs " << ref[i]);
+        }
+        for (KernelVariant v : available_variants()) {
+          if (v == KernelVariant::kReference) continue;
+          for (int threads : {1, 2, 3}) {
+            const auto y = run_dense(m.matrix, x, batch, v, threads);
+            CHECK_MSG(std::memcmp(y.data(), generic.data(), y.size() * sizeof(float)) == 0,
+                      what.str() << " dense " << variant_name(v) << " threads " << threads << " differs");
+          }
+        }
+        ++n;
+      }
+  CHECK(n > 80);
+}
+
+TEST(bitplane_kernel_takes_the_dense_path_from_its_threshold) {
+  std::mt19937 rng(12);
+  auto m = testing::make_random_matrix(45, 200, 64, 3, 3, true, rng);
+  BitplaneKernel k;
+  k.dense_min_rows = 8;
+  for (size_t batch : {1, 7, 8, 50}) {
+    const auto x = random_x(batch * 200, rng);
+    std::vector<float> y(batch * 45);
+    k.gemm(m.matrix, x.data(), batch, y.data(), 2);
+    std::vector<float> want(batch * 45);
+    if (batch >= 8) bcq_gemm_dense(m.matrix, x.data(), batch, want.data(), k.variant, 1);
+    else bcq_gemm(m.matrix, x.data(), batch, want.data(), k.variant, 1, k.lut16);
+    CHECK_MSG(std::memcmp(y.data(), want.data(), y.size() * sizeof(float)) == 0, "batch " << batch);
+  }
+  {  // 2 bits per weight: the LUT kernels whatever the rows
+    auto m2 = testing::make_random_matrix(45, 200, 64, 1, 2, false, rng);
+    const auto x = random_x(50 * 200, rng);
+    std::vector<float> y(50 * 45), want(50 * 45);
+    k.gemm(m2.matrix, x.data(), 50, y.data(), 1);
+    bcq_gemm(m2.matrix, x.data(), 50, want.data(), k.variant, 1, k.lut16);
+    CHECK(std::memcmp(y.data(), want.data(), y.size() * sizeof(float)) == 0);
+  }
+  k.dense_min_rows = 0;  // never
+  const auto x = random_x(50 * 200, rng);
+  std::vector<float> y(50 * 45), want(50 * 45);
+  k.gemm(m.matrix, x.data(), 50, y.data(), 1);
+  bcq_gemm(m.matrix, x.data(), 50, want.data(), k.variant, 1, k.lut16);
+  CHECK(std::memcmp(y.data(), want.data(), y.size() * sizeof(float)) == 0);
+}
+
+TEST(dense_path_rejects_bad_arguments) {
+  std::mt19937 rng(13);
+  auto m = testing::make_random_matrix(8, 16, 16, 2, 2, false, rng);
+  std::vector<float> x(3 * 16, 1.0f), y(3 * 8);
+  CHECK_THROWS(bcq_gemm_dense(m.matrix, x.data(), 3, y.data(), KernelVariant::kReference, 1), ArgumentError);
+  CHECK_THROWS(bcq_gemm_dense(m.matrix, x.data(), 3, y.data(), KernelVariant::kLutGeneric, 0), ArgumentError);
+  CHECK_THROWS(bcq_gemm_dense(m.matrix, nullptr, 3, y.data(), KernelVariant::kLutGeneric, 1), ArgumentError);
+  CHECK_THROWS(bcq_gemm_dense(BitplaneMatrix(), x.data(), 3, y.data(), KernelVariant::kLutGeneric, 1), ArgumentError);
+  // non-finite activations: the same error as the LUT path's, whichever path a product takes
+  x[20] = std::nanf("");
+  CHECK_THROWS(bcq_gemm_dense(m.matrix, x.data(), 3, y.data(), KernelVariant::kLutGeneric, 1), ArgumentError);
+  x[20] = -INFINITY;
+  CHECK_THROWS(bcq_gemm_dense(m.matrix, x.data(), 3, y.data(), default_variant(), 1), ArgumentError);
 }
 
 TEST(kernels_reject_bad_arguments) {

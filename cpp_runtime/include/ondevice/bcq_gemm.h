@@ -51,6 +51,38 @@ KernelVariant default_variant();
 void bcq_gemm(const BitplaneMatrix& w, const float* x, size_t batch, float* y,
               KernelVariant variant, int threads = 1, bool lut16 = false);
 
+// The dense path of the same product, for many activation rows: each 32-row
+// tile of W is expanded to float32 once per call and thread (exactly the
+// spec's W_hat, the offset included) and multiplied with every row of X by
+// chains of fused multiply-adds in ascending k. The table-building and lookup
+// work of the LUT kernels grows with every activation row while the expansion
+// does not, so from some tens of rows on (a convolution over frames, a long
+// source sentence) this is the faster path; it is also exact up to float
+// rounding. The variants agree bit for bit: lut_generic -> std::fma,
+// lut_avx2 -> AVX2/FMA, lut_neon -> NEON (the reference variant has none:
+// ArgumentError). Rows of X are split over `threads`; each thread holds one
+// expanded tile (cols * 32 floats).
+void bcq_gemm_dense(const BitplaneMatrix& w, const float* x, size_t batch, float* y, KernelVariant variant,
+                    int threads = 1);
+
+// BitplaneKernel takes the dense path for products with at least
+// dense_min_rows activation rows whose matrix has a tile of at least
+// kDenseMinBits bits per weight (the LUT's work grows with the bits, the
+// dense path's does not).
+inline constexpr uint32_t kDenseMinBits = 3;
+// Activation rows from which BitplaneKernel takes the dense path by default.
+// Measured (benchmarks/dense_crossover.md, 1 thread, AVX2, a 2-core EPYC):
+// the dense path overtakes lut16 from ~24 rows for the speech model's 96x768
+// 4-bit convolution and ~64 for 512x512 3-bit, but 2-bit matrices of the
+// translation model's sizes need 256-1024 rows or never catch up (the tile
+// expansion, ~0.3 ns per weight and plane, is paid per call). 256 takes the
+// speech model's frame convolutions (400-6,500 rows: ~2x faster end to end)
+// and leaves decoding and short sentences on the LUT kernels.
+// ONDEVICE_DENSE_MIN_ROWS overrides it (0: never), for testing and
+// benchmarking.
+inline constexpr uint32_t kDefaultDenseMinRows = 256;
+uint32_t default_dense_min_rows();
+
 // Which kernel runs the bit-plane products of a model.
 struct BitplaneKernel {
   // Two int8 table passes (the default: decodes as the exact product does,
@@ -58,6 +90,10 @@ struct BitplaneKernel {
   // ~0.1 logit error on the shipped model). The reference variant is exact.
   bool lut16 = true;
   KernelVariant variant = default_variant();
+  // Products with at least this many activation rows and a matrix of at
+  // least kDenseMinBits bits take bcq_gemm_dense (0: never; ignored by the
+  // reference variant).
+  uint32_t dense_min_rows = default_dense_min_rows();
   // "lut16" (default: the best variant here) or "lut16_generic/avx2/neon";
   // "lut_generic/avx2/neon" (one int8 pass) or "reference". "" = "lut16".
   // ArgumentError for names unavailable here.

@@ -2,12 +2,15 @@
 // splits tiles over threads, and applies the shared offset epilogue.
 #include "ondevice/bcq_gemm.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <thread>
 
 #include "../runtime/thread_pool.h"
+#include "dense_common.h"
 #include "lut_common.h"
 #include "ondevice/error.h"
 
@@ -127,6 +130,70 @@ void bcq_gemm(const BitplaneMatrix& w, const float* x, size_t batch, float* y, K
   }, grain);
 }
 
+void bcq_gemm_dense(const BitplaneMatrix& w, const float* x, size_t batch, float* y, KernelVariant variant,
+                    int threads) {
+  const BitplaneLayout& L = w.layout();
+  if (L.rows == 0) throw ArgumentError("matrix is empty (default-constructed)");
+  if (batch == 0) return;
+  if (x == nullptr || y == nullptr) throw ArgumentError("x and y must not be null");
+  if (threads < 1) throw ArgumentError("threads must be >= 1");
+  static const int max_threads = int(std::max(1u, std::thread::hardware_concurrency())) * 4;
+  threads = std::min(threads, max_threads);
+  detail::DensePanelKernel kernel = nullptr;
+  switch (variant) {
+    case KernelVariant::kLutGeneric: kernel = detail::dense_panel_generic; break;
+#if defined(ONDEVICE_HAVE_AVX2)
+    case KernelVariant::kLutAvx2:
+      if (!cpu_has_avx2()) throw ArgumentError("this CPU lacks AVX2/FMA: lut_avx2 is unavailable");
+      kernel = detail::dense_panel_avx2;
+      break;
+#endif
+#if defined(ONDEVICE_HAVE_NEON)
+    case KernelVariant::kLutNeon: kernel = detail::dense_panel_neon; break;
+#endif
+    default:
+      throw ArgumentError(std::string("kernel variant ") + variant_name(variant) + " has no dense path in this build");
+  }
+  // The LUT path rejects non-finite activations while building its tables;
+  // the same inputs get the same error here, whichever path a product takes.
+  for (size_t b = 0; b < batch; ++b) {
+    const float* xb = x + b * L.cols;
+    uint32_t top = 0;  // the largest |x| as bits: at least the exponent's all-ones pattern iff inf or NaN
+    for (uint32_t k = 0; k < L.cols; ++k) {
+      uint32_t u;
+      std::memcpy(&u, xb + k, 4);
+      u &= 0x7FFFFFFFu;
+      top = u > top ? u : top;
+    }
+    if (top >= 0x7F800000u) {
+      uint32_t k = 0;
+      while (k < L.cols && std::isfinite(xb[k])) ++k;
+      throw ArgumentError("input row " + std::to_string(b) + " has a non-finite value at column " + std::to_string(k));
+    }
+  }
+  // Every thread expands each tile itself (cols * 32 * bits additions): with
+  // at least 32 rows per thread that is a few percent of its products.
+  detail::parallel_for(batch, threads, [&](size_t m0, size_t m1) {
+    std::vector<float> panel(size_t(L.cols) * kTileRows);
+    for (uint32_t t = 0; t < L.tiles; ++t) {
+      detail::dequantize_tile(w, t, panel.data());
+      const uint32_t ncols = std::min(kTileRows, L.rows - t * kTileRows);
+      kernel(x + m0 * L.cols, L.cols, m1 - m0, panel.data(), L.cols, y + m0 * L.rows + size_t(t) * kTileRows, L.rows,
+             ncols);
+    }
+  }, 32);
+}
+
+uint32_t default_dense_min_rows() {
+  const char* env = std::getenv("ONDEVICE_DENSE_MIN_ROWS");
+  if (env == nullptr || *env == '\0') return kDefaultDenseMinRows;
+  char* end = nullptr;
+  const unsigned long v = std::strtoul(env, &end, 10);
+  if (*end != '\0' || env[0] == '-' || v > 0xFFFFFFFFul)
+    throw ArgumentError(std::string("ONDEVICE_DENSE_MIN_ROWS must be a non-negative integer, got '") + env + "'");
+  return uint32_t(v);
+}
+
 BitplaneKernel BitplaneKernel::from_name(const std::string& name) {
   BitplaneKernel k;
   if (name.empty() || name == "lut16") return k;
@@ -146,6 +213,13 @@ std::string BitplaneKernel::name() const {
 }
 
 void BitplaneKernel::gemm(const BitplaneMatrix& w, const float* x, size_t batch, float* y, int threads) const {
+  if (variant != KernelVariant::kReference && dense_min_rows > 0 && batch >= dense_min_rows) {
+    // The LUT's work grows with the bits per weight, the dense path's does not: at 1-2 bits the
+    // LUT kernels stay ahead up to ~1,000 rows and more (benchmarks/dense_crossover.md).
+    const std::vector<uint8_t>& tb = w.layout().tile_bits;
+    if (!tb.empty() && *std::max_element(tb.begin(), tb.end()) >= kDenseMinBits)
+      return bcq_gemm_dense(w, x, batch, y, variant, threads);
+  }
   bcq_gemm(w, x, batch, y, variant, threads, lut16);
 }
 
