@@ -188,7 +188,12 @@ def _cmd_bench_understand(args: argparse.Namespace) -> int:
     result = bench_understand(args.model or default_slu_model_dir(), args.corpus, args.n, args.runs, args.torch_run)
     print(json.dumps(result, indent=1))
     if args.out:
-        print(f"wrote {write_report(result, args.out)}", file=sys.stderr)
+        command = " ".join(["ondevice bench understand", *(["--model", args.model] if args.model else []),
+                            "--corpus", args.corpus, "--n", str(args.n), "--runs", str(args.runs),
+                            *(["--torch-run", args.torch_run] if args.torch_run else []), "--out", args.out])
+        if os.environ.get("ONDEVICE_DENSE_MIN_ROWS"):
+            command = f"ONDEVICE_DENSE_MIN_ROWS={os.environ['ONDEVICE_DENSE_MIN_ROWS']} {command}"
+        print(f"wrote {write_report(result, args.out, command)}", file=sys.stderr)
     return 0
 
 
@@ -320,6 +325,38 @@ def _cmd_quantize_matrix(args: argparse.Namespace) -> int:
           f"{args.method}; relative error {err:.4f}; file {size} bytes "
           f"({8 * size / w.size:.3f} bits/weight, {w.astype('float32').nbytes / size:.1f}x smaller than fp32)")
     return 0
+
+
+def _cmd_bench_dense(args: argparse.Namespace) -> int:
+    from .bench import dense
+
+    shapes, rows = args.shapes or dense.SHAPES, args.rows or dense.ROWS
+    total = len(shapes) * len(rows) * len(args.threads)
+    step = [0]
+
+    def progress(msg: str) -> None:
+        step[0] += 1
+        print(f"[{step[0]}/{total}] {msg}", file=sys.stderr, flush=True)
+
+    report = dense.run_benchmark(shapes=shapes, rows=rows, threads=args.threads, min_time=args.min_time,
+                                 progress=progress)
+    command = "ondevice bench dense" + (f" --out {args.out}" if args.out else "")
+    if args.out:
+        js, mdp = dense.write_report(report, args.out, command)
+        print(f"wrote {js} and {mdp}", file=sys.stderr)
+    print(dense.to_markdown(report, command))
+    return 0
+
+
+def _bits_shapes(text: str) -> list[tuple[int, int, int]]:
+    """``OUTxINxBITS,...`` -> [(out, in, bits), ...]."""
+    try:
+        out = [tuple(int(v) for v in item.lower().split("x")) for item in text.split(",") if item]
+    except ValueError:
+        out = []
+    if not out or any(len(s) != 3 or min(s) < 1 or s[2] > 4 for s in out):
+        raise argparse.ArgumentTypeError(f"expected OUTxINxBITS[,...] with bits 1..4, got {text!r}")
+    return out  # type: ignore[return-value]
 
 
 def _cmd_bench_kernels(args: argparse.Namespace) -> int:
@@ -687,6 +724,18 @@ def build_parser() -> argparse.ArgumentParser:
     bk.add_argument("--out", default=None, help="directory for <name>.json and <name>.md (e.g. benchmarks)")
     bk.add_argument("--name", default="kernels", help="report file name stem (default kernels)")
     bk.set_defaults(func=_cmd_bench_kernels)
+    bd = bs.add_parser("dense", help="dense path vs LUT kernels over the number of activation rows",
+                       description="Time a bit-plane product by the LUT kernels (one and two table passes) and by "
+                                   "the dense path (tiles expanded to float32, fused multiply-adds) for 1 to 1024 "
+                                   "activation rows on the shipped models' shapes, next to numpy float32; report "
+                                   "where the dense path overtakes (the runtime's default switch point).")
+    bd.add_argument("--shapes", type=_bits_shapes, default=None,
+                    help="comma-separated OUTxINxBITS (default: the shipped models' shapes)")
+    bd.add_argument("--rows", type=_int_list, default=None, help="activation row counts (default 1..1024)")
+    bd.add_argument("--threads", type=_int_list, default=[1], help="thread counts (default 1)")
+    bd.add_argument("--min-time", type=float, default=0.2, help="seconds of repeats per measurement (default 0.2)")
+    bd.add_argument("--out", default=None, help="directory for dense_crossover.json/.md (e.g. benchmarks)")
+    bd.set_defaults(func=_cmd_bench_dense)
     bt = bs.add_parser(
         "translate", help="translation tokens/s, latency, peak RSS, size and BLEU: ondevice native vs "
                           "CTranslate2 int8, onnxruntime (quantized and fp32 exports) and PyTorch",
