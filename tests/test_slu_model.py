@@ -320,6 +320,12 @@ def test_tiny_recipe_end_to_end(tmp_path):
     assert [r["engine"] for r in rows] == ["native", "onnxruntime", "native, speed ensemble x3",
                                            "onnxruntime, speed ensemble x3"]
     assert all(r["median_ms"] > 0 for r in rows)
+    # the CLI's report quotes the command that made it and the dense-path setting it ran with
+    bench_args = ["--model", str(run / "onnx"), "--corpus", str(tmp_path / "c"), "--n", "2", "--runs", "1"]
+    assert main(["bench", "understand", *bench_args, "--out", str(tmp_path / "b")]) == 0
+    md = (tmp_path / "b" / "understand.md").read_text()
+    assert "ondevice bench understand " + " ".join(bench_args) in md and "Native dense path from 256" in md
+    assert json.loads((tmp_path / "b" / "understand.json").read_text())["dense_min_rows"] == 256
 
 
 def test_understand_cli_reports_bad_files(tmp_path, capsys):

@@ -79,23 +79,29 @@ def bench_understand(model_dir: str | os.PathLike, corpus: str | os.PathLike, n:
     for r in rows:
         r["vs_native"] = round(r["median_ms"] / base, 2)
     cpu = cpuinfo_fields()
+    from .. import _core
+
     return {"utterances": len(waves), "mean_seconds": round(float(np.mean([len(w) for w in waves])) / 16000, 3),
             "runs": runs, "threads": 1, "rows": rows,
+            # products with this many activation rows (and >= 3 bits) take the dense path (docs/runtime.md)
+            "dense_min_rows": int(_core.Matrix.default_dense_min_rows()),
             "machine": {"cpu": cpu.get("model name", platform.processor()), "cores": os.cpu_count(),
                         "python": platform.python_version()}}
 
 
-def write_report(result: dict[str, Any], out_dir: str | os.PathLike) -> Path:
+def write_report(result: dict[str, Any], out_dir: str | os.PathLike, command: str) -> Path:
+    """``out_dir/understand.{json,md}``; ``command`` is the line that made them, quoted in the report."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "understand.json", json.dumps(result, indent=1) + "\n")
     lines = ["# Speech-intent latency per utterance", "",
              f"{result['utterances']} held-out test utterances (mean {result['mean_seconds']} s of audio), "
              f"{result['runs']} timed passes after a warm-up, 1 thread, audio already decoded. "
-             f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores.", "",
+             f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores. Native dense path from "
+             f"{result.get('dense_min_rows', 'n/a')} activation rows (0: never; docs/runtime.md).", "",
              "| engine | median ms | p90 ms | vs native |", "|---|---:|---:|---:|"]
     for r in result["rows"]:
         lines.append(f"| {r['engine']} | {r['median_ms']} | {r['p90_ms']} | {r['vs_native']}x |")
-    lines += ["", "Command: `ondevice bench understand --corpus data/slu --torch-run runs/slu --out benchmarks`", ""]
+    lines += ["", f"Command: `{command}`", ""]
     atomic_write_text(out / "understand.md", "\n".join(lines))
     return out / "understand.md"

@@ -175,7 +175,10 @@ def render_readme(c: dict[str, Any]) -> str:
         lat = c["latency"]
         lines += ["## Latency per utterance (1 thread)", "",
                   f"{lat['utterances']} test utterances, mean {lat['mean_seconds']} s of audio; "
-                  f"machine: {lat['machine']['cpu']}. Audio already decoded.", "",
+                  f"machine: {lat['machine']['cpu']}. Audio already decoded."
+                  + (f" Measured by `{lat['command']}`." if "command" in lat else "")
+                  + (f" The native runtime's dense path ran from {lat['dense_min_rows']} activation rows "
+                     "(docs/runtime.md)." if lat.get("dense_min_rows") else ""), "",
                   "| engine | median ms | p90 ms | vs native |", "|---|---:|---:|---:|"]
         for r in lat["rows"]:
             lines.append(f"| {r['engine']} | {r['median_ms']} | {r['p90_ms']} | {r['vs_native']}x |")
