@@ -223,5 +223,7 @@ def render_readme(c: dict[str, Any]) -> str:
               f"--set 'speed_copies={json.dumps(tr.get('speed_copies', []), separators=(',', ':'))}'  # ~40 min",
               "    ondevice export slu --run runs/slu-v3-ship --ablation-run runs/slu-v3 --corpus data/slu \\",
               "        --out models/slu-intent-bcq --bench 100                        # measures this card",
-              "    ondevice eval slu --corpus data/slu --split test                   # the shipped row above", ""]
+              "    ondevice eval slu --corpus data/slu --split test [--one-pass]      # the shipped rows above",
+              "    ondevice bench understand --corpus data/slu --out benchmarks/slu-latency  # the latency table",
+              ""]
     return "\n".join(lines)
