@@ -646,6 +646,29 @@ TEST(slice_with_indices_computed_by_the_graph) {
   }
 }
 
+TEST(contiguous_slices_are_views_and_the_rest_copies) {
+  // x [1, 4, 3]: frames 1..3 are one run of x's bytes (a view, as the speech model's convolutions
+  // slice their frames); every other column, or rows of a [2, ...] batch, are copied.
+  const Tensor x = f32({1, 4, 3}, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11});
+  const float* px = x.data<float>();
+  auto slice = [&](std::vector<int64_t> starts, std::vector<int64_t> ends, std::vector<int64_t> axes,
+                   std::vector<int64_t> steps, const Tensor& in) {
+    return run_one(make_node("Slice", {"x", "s", "e", "a", "st"}, "y"),
+                   {{"x", in, false}, {"s", i64(starts), true}, {"e", i64(ends), true}, {"a", i64(axes), true},
+                    {"st", i64(steps), true}});
+  };
+  const Tensor frames = slice({1}, {4}, {1}, {1}, x);
+  CHECK(frames.shape() == (Shape{1, 3, 3}) && frames.data<float>() == px + 3);
+  const Tensor one = slice({0, 2, 1}, {1, 3, 3}, {0, 1, 2}, {1, 1, 1}, x);  // x[0, 2, 1:3]
+  CHECK(one.shape() == (Shape{1, 1, 2}) && one.data<float>() == px + 7);
+  CHECK_THROWS(const_cast<Tensor&>(frames).mutable_data<float>(), ArgumentError);  // views are read-only
+  const Tensor cols = slice({0}, {3}, {2}, {2}, x);  // columns 0 and 2: strided
+  CHECK(cols.data<float>() != px && cols.shape() == (Shape{1, 4, 2}) && cols.data<float>()[3] == 5.0f);
+  const Tensor batch = f32({2, 3}, {0, 1, 2, 3, 4, 5});
+  const Tensor tail = slice({1}, {3}, {1}, {1}, batch);  // [:, 1:3] of two rows: two runs
+  CHECK(tail.data<float>() != batch.data<float>() + 1 && tail.data<float>()[2] == 4.0f);
+}
+
 TEST(slice_rejects_malformed_nodes_and_inputs) {
   const Tensor x = f32({2, 3}, {0, 1, 2, 3, 4, 5});
   auto slice = [&](std::vector<Value> idx, std::vector<std::string> ins = {}) {

@@ -78,6 +78,10 @@ class Tensor {
 
   // The same bytes under another shape with the same element count (no copy).
   Tensor reshaped(Shape shape) const;
+  // A read-only view of `shape`'s elements starting `element_offset` elements
+  // into this tensor's data (no copy; keeps the buffer alive). ArgumentError
+  // unless the range lies inside this tensor.
+  Tensor view(Shape shape, int64_t element_offset) const;
 
  private:
   template <typename T>

@@ -357,10 +357,7 @@ class SliceKernel : public OpKernel {
       out[0] = x;  // shares the buffer, as Identity does
       return;
     }
-    out[0] = Tensor::allocate(x.dtype(), shape, ctx.pool);
     const int64_t total = shape_numel(shape);
-    if (total == 0) return;
-    const size_t elem = dtype_size(x.dtype());
     const size_t rr = size_t(r);  // >= 1 here: a scalar is always whole
     std::vector<int64_t> istride(rr, 1), inc(rr);
     for (size_t d = rr; d-- > 1;) istride[d - 1] = istride[d] * x.dim(d);
@@ -369,6 +366,15 @@ class SliceKernel : public OpKernel {
       off += begin[d] * istride[d];
       inc[d] = step[d] * istride[d];
     }
+    if (total > 0 && contiguous(x.shape(), shape, step)) {
+      // One run of the input's bytes (e.g. frames [1:] of [1, T, C]): a view, no copy. Nothing
+      // writes an op's inputs, and the view keeps the buffer alive.
+      out[0] = x.view(shape, off);
+      return;
+    }
+    out[0] = Tensor::allocate(x.dtype(), shape, ctx.pool);
+    if (total == 0) return;
+    const size_t elem = dtype_size(x.dtype());
     const uint8_t* src = static_cast<const uint8_t*>(x.raw());
     uint8_t* dst = static_cast<uint8_t*>(const_cast<void*>(out[0].raw()));
     const int64_t row = shape[rr - 1], last = step[rr - 1];
@@ -397,6 +403,23 @@ class SliceKernel : public OpKernel {
   }
 
  private:
+  // Whether the slice is one contiguous run of the row-major input: every axis after the last
+  // restricted one whole, that axis stepping by 1 (or taking one element), every axis before it
+  // of output size 1.
+  static bool contiguous(const Shape& in, const Shape& out, const std::vector<int64_t>& step) {
+    size_t last = 0;
+    bool any = false;
+    for (size_t d = 0; d < in.size(); ++d)
+      if (out[d] != in[d]) last = d, any = true;
+    if (!any) return false;  // whole along every axis but with an offset or step: not here
+    if (step[last] != 1 && out[last] != 1) return false;
+    for (size_t d = last + 1; d < in.size(); ++d)
+      if (step[d] != 1) return false;
+    for (size_t d = 0; d < last; ++d)
+      if (out[d] != 1) return false;
+    return true;
+  }
+
   std::vector<int64_t> list(const OpInputs& in, size_t i, const char* what) const {
     const Tensor& t = input(node_, in, i);
     if (t.rank() != 1) throw ArgumentError(where(node_) + what + " must be a 1-D tensor, got shape " + shape_string(t.shape()));

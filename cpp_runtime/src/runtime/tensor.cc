@@ -1,6 +1,7 @@
 // Runtime tensors and the buffer pool (include/ondevice/tensor.h).
 #include "ondevice/tensor.h"
 
+#include <cstdint>
 #include <cstdlib>
 #include <new>
 
@@ -100,6 +101,20 @@ Tensor Tensor::reshaped(Shape shape) const {
     throw ArgumentError("cannot reshape " + shape_string(shape_) + " to " + shape_string(shape));
   Tensor t = *this;
   t.shape_ = std::move(shape);
+  return t;
+}
+
+Tensor Tensor::view(Shape shape, int64_t element_offset) const {
+  const int64_t n = shape_numel(shape);
+  if (element_offset < 0 || element_offset > numel_ || n > numel_ - element_offset)
+    throw ArgumentError("a view of " + shape_string(shape) + " at element " + std::to_string(element_offset) +
+                        " does not fit in " + shape_string(shape_));
+  Tensor t = *this;
+  t.shape_ = std::move(shape);
+  t.numel_ = n;
+  if (data_ != nullptr) t.data_ = static_cast<const uint8_t*>(data_) + size_t(element_offset) * dtype_size(dtype_);
+  t.writable_ = false;
+  if (t.owner_ == nullptr) t.owner_ = std::make_shared<int>(0);  // an empty view stays defined()
   return t;
 }
 
