@@ -147,8 +147,6 @@ class BCQMatrix:
         float rounding; benchmarks/dense_crossover.md). The native runtime picks
         between lut16 and dense by the number of rows (docs/runtime.md).
         """
-        if path not in ("lut", "lut16", "dense"):
-            raise KernelArgumentError(f"path must be 'lut', 'lut16' or 'dense', got {path!r}")
         a = np.asarray(x)
         cols = self._p.cols
         if a.ndim == 1 and a.shape[0] == cols:

@@ -26,6 +26,19 @@ bool cpu_has_avx2() {
 #endif
 }
 
+// The argument checks both product paths make; false when there is nothing to
+// compute (batch 0). Caps `threads`: more threads than cores only adds
+// hand-offs, and a typo must not spawn thousands.
+bool check_product_args(const BitplaneLayout& L, const float* x, size_t batch, const float* y, int& threads) {
+  if (L.rows == 0) throw ArgumentError("matrix is empty (default-constructed)");
+  if (batch == 0) return false;
+  if (x == nullptr || y == nullptr) throw ArgumentError("x and y must not be null");
+  if (threads < 1) throw ArgumentError("threads must be >= 1");
+  static const int max_threads = int(std::max(1u, std::thread::hardware_concurrency())) * 4;  // a syscall: once
+  threads = std::min(threads, max_threads);
+  return true;
+}
+
 }  // namespace
 
 const char* variant_name(KernelVariant v) {
@@ -65,13 +78,7 @@ KernelVariant default_variant() {
 void bcq_gemm(const BitplaneMatrix& w, const float* x, size_t batch, float* y, KernelVariant variant,
               int threads, bool lut16) {
   const BitplaneLayout& L = w.layout();
-  if (L.rows == 0) throw ArgumentError("matrix is empty (default-constructed)");
-  if (batch == 0) return;
-  if (x == nullptr || y == nullptr) throw ArgumentError("x and y must not be null");
-  if (threads < 1) throw ArgumentError("threads must be >= 1");
-  // More threads than cores only adds hand-offs; cap so a typo cannot spawn thousands.
-  static const int max_threads = int(std::max(1u, std::thread::hardware_concurrency())) * 4;  // a syscall: once
-  threads = std::min(threads, max_threads);
+  if (!check_product_args(L, x, batch, y, threads)) return;
   if (variant == KernelVariant::kReference) {
     detail::parallel_for(L.rows, threads, [&](size_t r0, size_t r1) {
       detail::reference_rows(w, x, batch, y, uint32_t(r0), uint32_t(r1));
@@ -133,12 +140,7 @@ void bcq_gemm(const BitplaneMatrix& w, const float* x, size_t batch, float* y, K
 void bcq_gemm_dense(const BitplaneMatrix& w, const float* x, size_t batch, float* y, KernelVariant variant,
                     int threads) {
   const BitplaneLayout& L = w.layout();
-  if (L.rows == 0) throw ArgumentError("matrix is empty (default-constructed)");
-  if (batch == 0) return;
-  if (x == nullptr || y == nullptr) throw ArgumentError("x and y must not be null");
-  if (threads < 1) throw ArgumentError("threads must be >= 1");
-  static const int max_threads = int(std::max(1u, std::thread::hardware_concurrency())) * 4;
-  threads = std::min(threads, max_threads);
+  if (!check_product_args(L, x, batch, y, threads)) return;
   detail::DensePanelKernel kernel = nullptr;
   switch (variant) {
     case KernelVariant::kLutGeneric: kernel = detail::dense_panel_generic; break;
