@@ -340,7 +340,14 @@ def _cmd_bench_dense(args: argparse.Namespace) -> int:
 
     report = dense.run_benchmark(shapes=shapes, rows=rows, threads=args.threads, min_time=args.min_time,
                                  progress=progress)
-    command = "ondevice bench dense" + (f" --out {args.out}" if args.out else "")
+    # the line that reproduces this report: every option that was given
+    given = [(flag, text) for flag, text in (
+        ("--shapes", args.shapes and ",".join("x".join(map(str, s)) for s in args.shapes)),
+        ("--rows", args.rows and ",".join(map(str, args.rows))),
+        ("--threads", args.threads != [1] and ",".join(map(str, args.threads))),
+        ("--min-time", args.min_time != 0.2 and str(args.min_time))) if text]
+    command = " ".join(["ondevice bench dense", *(["--out", args.out] if args.out else []),
+                        *(part for pair in given for part in pair)])
     if args.out:
         js, mdp = dense.write_report(report, args.out, command)
         print(f"wrote {js} and {mdp}", file=sys.stderr)
