@@ -191,8 +191,9 @@ def _cmd_bench_understand(args: argparse.Namespace) -> int:
         command = " ".join(["ondevice bench understand", *(["--model", args.model] if args.model else []),
                             "--corpus", args.corpus, "--n", str(args.n), "--runs", str(args.runs),
                             *(["--torch-run", args.torch_run] if args.torch_run else []), "--out", args.out])
-        if os.environ.get("ONDEVICE_DENSE_MIN_ROWS"):
-            command = f"ONDEVICE_DENSE_MIN_ROWS={os.environ['ONDEVICE_DENSE_MIN_ROWS']} {command}"
+        for var in ("ONDEVICE_FUSE", "ONDEVICE_DENSE_MIN_ROWS"):
+            if os.environ.get(var):
+                command = f"{var}={os.environ[var]} {command}"
         print(f"wrote {write_report(result, args.out, command)}", file=sys.stderr)
     return 0
 

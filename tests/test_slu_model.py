@@ -326,6 +326,8 @@ def test_tiny_recipe_end_to_end(tmp_path):
     md = (tmp_path / "b" / "understand.md").read_text()
     assert "ondevice bench understand " + " ".join(bench_args) in md and "Native dense path from 256" in md
     assert json.loads((tmp_path / "b" / "understand.json").read_text())["dense_min_rows"] == 256
+    assert json.loads((tmp_path / "b" / "understand.json").read_text())["fuse"] is True
+    assert "graph fusion on" in md
 
 
 def test_understand_cli_reports_bad_files(tmp_path, capsys):

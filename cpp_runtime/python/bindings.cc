@@ -315,6 +315,9 @@ NB_MODULE(_core, m) {
   });
   m.def("default_variant", [] { return std::string(variant_name(default_variant())); });
   m.def("cpu_description", &cpu_description);
+  m.def("default_fuse", &ExecutorOptions::default_fuse,
+        "Whether executors fuse node patterns (a strided convolution's frame windows read in place); "
+        "ONDEVICE_FUSE=0 turns it off.");
 
   nb::class_<PyExecutor>(m, "Executor", "Runs one exported ONNX graph with the native kernels")
       .def(nb::init<const std::string&, int, const std::string&>(), nb::arg("path"), nb::arg("threads") = 1,

@@ -213,6 +213,36 @@ TEST(dense_path_is_the_spec_product_on_random_shapes) {
   CHECK(n > 80);
 }
 
+TEST(dense_path_reads_overlapping_rows_in_place) {
+  // ldx < cols: row b of X starts ldx floats after row b - 1 (a convolution's
+  // frame windows, kernel = window x stride). Same bits as the product of the
+  // rows copied out one by one, for every variant, thread count, and window.
+  std::mt19937 rng(14);
+  int n = 0;
+  for (uint32_t stride : {1u, 3u, 5u, 16u, 47u})
+    for (uint32_t window : {2u, 3u})
+      for (size_t batch : {1, 2, 7, 40}) {
+        const uint32_t cols = window * stride, rows = 1 + uint32_t(rng() % 70);
+        auto m = testing::make_random_matrix(rows, cols, std::min(cols, 16u), 1 + n % 4, 1 + n % 4, n % 2 == 0, rng);
+        const auto frames = random_x((batch - 1) * stride + cols, rng);
+        std::vector<float> copied(batch * cols);
+        for (size_t b = 0; b < batch; ++b)
+          std::memcpy(copied.data() + b * cols, frames.data() + b * stride, cols * sizeof(float));
+        for (KernelVariant v : available_variants()) {
+          if (v == KernelVariant::kReference) continue;
+          const auto want = run_dense(m.matrix, copied, batch, v, 1);
+          for (int threads : {1, 2}) {
+            std::vector<float> y(batch * rows, -1234.5f);
+            bcq_gemm_dense(m.matrix, frames.data(), batch, y.data(), v, threads, stride);
+            CHECK_MSG(std::memcmp(y.data(), want.data(), y.size() * sizeof(float)) == 0,
+                      variant_name(v) << " stride " << stride << " window " << window << " batch " << batch);
+          }
+        }
+        ++n;
+      }
+  CHECK(n == 40);
+}
+
 TEST(bitplane_kernel_takes_the_dense_path_from_its_threshold) {
   std::mt19937 rng(12);
   auto m = testing::make_random_matrix(45, 200, 64, 3, 3, true, rng);

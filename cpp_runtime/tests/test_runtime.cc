@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <random>
@@ -1152,4 +1153,19 @@ TEST(supported_ops_include_reduce_mean_and_sqrt) {
   const auto ops = Executor::supported_ops();
   for (const char* op : {"ReduceMean", "Sqrt", "Gather"})
     CHECK_MSG(std::find(ops.begin(), ops.end(), op) != ops.end(), op);
+}
+
+TEST(executor_fusion_setting_comes_from_the_environment) {
+  const char* saved = std::getenv("ONDEVICE_FUSE");
+  const std::string keep = saved ? saved : "";
+  ::unsetenv("ONDEVICE_FUSE");
+  CHECK(ExecutorOptions::default_fuse() && ExecutorOptions().fuse);
+  ::setenv("ONDEVICE_FUSE", "0", 1);
+  CHECK(!ExecutorOptions::default_fuse() && !ExecutorOptions().fuse);
+  ::setenv("ONDEVICE_FUSE", "1", 1);
+  CHECK(ExecutorOptions::default_fuse());
+  ::setenv("ONDEVICE_FUSE", "no", 1);
+  CHECK_THROWS(ExecutorOptions::default_fuse(), ArgumentError);
+  if (saved) ::setenv("ONDEVICE_FUSE", keep.c_str(), 1);
+  else ::unsetenv("ONDEVICE_FUSE");
 }

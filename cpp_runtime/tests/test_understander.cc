@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "ondevice/error.h"
+#include "ondevice/executor.h"
 #include "ondevice/resample.h"
 #include "ondevice/understander.h"
 #include "test_util.h"
@@ -477,6 +478,46 @@ TEST(understander_kernels_agree) {
     for (size_t i = 0; i < a.slots[s].logits.size(); ++i)
       CHECK_MSG(std::fabs(a.slots[s].logits[i] - b.slots[s].logits[i]) <= 1e-2f * scale,
                 a.slots[s].slot << " " << i << ": " << a.slots[s].logits[i] << " vs " << b.slots[s].logits[i]);
+  }
+}
+
+TEST(frame_window_fusion_computes_what_the_nodes_do) {
+  // The graph's strided convolutions (Slice, Slice, Concat, BitPlaneMatMul) fused into one step that
+  // reads the frame windows in place: the same bits as the nodes run one by one, on the dense path
+  // and on the LUT kernels (which get the windows copied out), for lengths down to those whose
+  // later frames run out; and what the unfused graph rejects, the fused one rejects too.
+  NEED_SLU(dir);
+  for (uint32_t dense_min_rows : {kDefaultDenseMinRows, 0u, 1u}) {
+    ExecutorOptions fused, plain;
+    fused.kernel.dense_min_rows = plain.kernel.dense_min_rows = dense_min_rows;
+    plain.fuse = false;
+    Executor a = Executor::load(dir + "/understand.onnx", fused);
+    const Executor b = Executor::load(dir + "/understand.onnx", plain);
+    a.enable_profiling(true);
+    size_t runs = 0;
+    for (double seconds : {2.0, 0.61, 0.05, 0.004, 0.0006}) {
+      const std::vector<float> audio = test_audio(seconds, 5);
+      Tensor in = Tensor::allocate(DType::kFloat32, {1, int64_t(audio.size())}, nullptr);
+      std::memcpy(in.mutable_data<float>(), audio.data(), audio.size() * sizeof(float));
+      const std::string name = a.input_names()[0];
+      std::vector<Tensor> ya, yb;
+      std::string ea, eb;
+      try { ya = a.run({{name, in}}); ++runs; } catch (const Error& e) { ea = e.what(); }
+      try { yb = b.run({{name, in}}); } catch (const Error& e) { eb = e.what(); }
+      CHECK_MSG(ea == eb, seconds << " s: '" << ea << "' vs '" << eb << "'");
+      CHECK(ya.size() == yb.size());
+      for (size_t i = 0; i < ya.size(); ++i)
+        CHECK_MSG(ya[i].shape() == yb[i].shape() && ya[i].nbytes() == yb[i].nbytes() &&
+                      std::memcmp(ya[i].raw(), yb[i].raw(), ya[i].nbytes()) == 0,
+                  seconds << " s, dense from " << dense_min_rows << " rows: output " << i << " differs");
+    }
+    CHECK(runs >= 3);
+    size_t fused_calls = 0, concats = 0;
+    for (const Executor::OpTime& t : a.profile()) {
+      if (t.op == "ondevice.BitPlaneMatMul (frame windows)") fused_calls = t.calls;
+      if (t.op == "Concat") concats = t.calls;
+    }
+    CHECK_MSG(fused_calls == 8 * runs && concats == runs, fused_calls << " fused products, " << concats << " concats");
   }
 }
 

@@ -85,6 +85,8 @@ def bench_understand(model_dir: str | os.PathLike, corpus: str | os.PathLike, n:
             "runs": runs, "threads": 1, "rows": rows,
             # products with this many activation rows (and >= 3 bits) take the dense path (docs/runtime.md)
             "dense_min_rows": int(_core.Matrix.default_dense_min_rows()),
+            # the convolutions' frame windows read in place (ONDEVICE_FUSE=0: the nodes as written)
+            "fuse": bool(_core.default_fuse()),
             "machine": {"cpu": cpu.get("model name", platform.processor()), "cores": os.cpu_count(),
                         "python": platform.python_version()}}
 
@@ -98,7 +100,8 @@ def write_report(result: dict[str, Any], out_dir: str | os.PathLike, command: st
              f"{result['utterances']} held-out test utterances (mean {result['mean_seconds']} s of audio), "
              f"{result['runs']} timed passes after a warm-up, 1 thread, audio already decoded. "
              f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores. Native dense path from "
-             f"{result.get('dense_min_rows', 'n/a')} activation rows (0: never; docs/runtime.md).", "",
+             f"{result.get('dense_min_rows', 'n/a')} activation rows (0: never; docs/runtime.md); graph fusion "
+             f"{ {True: 'on', False: 'off (ONDEVICE_FUSE=0)'}.get(result.get('fuse'), 'n/a') }.", "",
              "| engine | median ms | p90 ms | vs native |", "|---|---:|---:|---:|"]
     for r in result["rows"]:
         lines.append(f"| {r['engine']} | {r['median_ms']} | {r['p90_ms']} | {r['vs_native']}x |")

@@ -62,8 +62,12 @@ void bcq_gemm(const BitplaneMatrix& w, const float* x, size_t batch, float* y,
 // lut_avx2 -> AVX2/FMA, lut_neon -> NEON (the reference variant has none:
 // ArgumentError). Rows of X are split over `threads`; each thread holds one
 // expanded tile (cols * 32 floats).
+// `ldx`: floats from one row of X to the next (0: cols). It may be smaller
+// than cols: then consecutive rows overlap, as the frame windows of a strided
+// convolution do (kernel = window x stride), and X is read in place instead of
+// being copied out window by window; X spans (batch - 1) * ldx + cols floats.
 void bcq_gemm_dense(const BitplaneMatrix& w, const float* x, size_t batch, float* y, KernelVariant variant,
-                    int threads = 1);
+                    int threads = 1, size_t ldx = 0);
 
 // BitplaneKernel takes the dense path for products with at least
 // dense_min_rows activation rows whose matrix has a tile of at least
@@ -99,6 +103,8 @@ struct BitplaneKernel {
   // ArgumentError for names unavailable here.
   static BitplaneKernel from_name(const std::string& name);
   std::string name() const;
+  // Whether gemm() takes the dense path for this matrix and row count.
+  bool takes_dense(const BitplaneMatrix& w, size_t batch) const;
   void gemm(const BitplaneMatrix& w, const float* x, size_t batch, float* y, int threads) const;
 };
 

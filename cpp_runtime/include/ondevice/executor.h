@@ -33,6 +33,13 @@ namespace ondevice {
 struct ExecutorOptions {
   int threads = 1;  // threads for the kernels of one run() call
   BitplaneKernel kernel;
+  // Rewrite node patterns into steps that compute the same values with less
+  // work (src/runtime/graph_fusion.h: a strided convolution's Slice/Concat/
+  // BitPlaneMatMul reads its frame windows in place). false runs every node as
+  // written, for tests and benchmarks that compare the two; the default is
+  // true unless the environment sets ONDEVICE_FUSE=0.
+  bool fuse = default_fuse();
+  static bool default_fuse();
 };
 
 using NamedTensor = std::pair<std::string, Tensor>;

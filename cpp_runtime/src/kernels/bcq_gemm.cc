@@ -138,9 +138,10 @@ void bcq_gemm(const BitplaneMatrix& w, const float* x, size_t batch, float* y, K
 }
 
 void bcq_gemm_dense(const BitplaneMatrix& w, const float* x, size_t batch, float* y, KernelVariant variant,
-                    int threads) {
+                    int threads, size_t ldx) {
   const BitplaneLayout& L = w.layout();
   if (!check_product_args(L, x, batch, y, threads)) return;
+  if (ldx == 0) ldx = L.cols;
   detail::DensePanelKernel kernel = nullptr;
   switch (variant) {
     case KernelVariant::kLutGeneric: kernel = detail::dense_panel_generic; break;
@@ -159,7 +160,7 @@ void bcq_gemm_dense(const BitplaneMatrix& w, const float* x, size_t batch, float
   // The LUT path rejects non-finite activations while building its tables;
   // the same inputs get the same error here, whichever path a product takes.
   for (size_t b = 0; b < batch; ++b) {
-    const float* xb = x + b * L.cols;
+    const float* xb = x + b * ldx;
     uint32_t top = 0;  // the largest |x| as bits: at least the exponent's all-ones pattern iff inf or NaN
     for (uint32_t k = 0; k < L.cols; ++k) {
       uint32_t u;
@@ -180,7 +181,7 @@ void bcq_gemm_dense(const BitplaneMatrix& w, const float* x, size_t batch, float
     for (uint32_t t = 0; t < L.tiles; ++t) {
       detail::dequantize_tile(w, t, panel.data());
       const uint32_t ncols = std::min(kTileRows, L.rows - t * kTileRows);
-      kernel(x + m0 * L.cols, L.cols, m1 - m0, panel.data(), L.cols, y + m0 * L.rows + size_t(t) * kTileRows, L.rows,
+      kernel(x + m0 * ldx, ldx, m1 - m0, panel.data(), L.cols, y + m0 * L.rows + size_t(t) * kTileRows, L.rows,
              ncols);
     }
   }, 32);
@@ -214,14 +215,16 @@ std::string BitplaneKernel::name() const {
   return "lut16_" + v.substr(4);
 }
 
+bool BitplaneKernel::takes_dense(const BitplaneMatrix& w, size_t batch) const {
+  if (variant == KernelVariant::kReference || dense_min_rows == 0 || batch < dense_min_rows) return false;
+  // The LUT's work grows with the bits per weight, the dense path's does not: at 1-2 bits the
+  // LUT kernels stay ahead up to ~1,000 rows and more (benchmarks/dense_crossover.md).
+  const std::vector<uint8_t>& tb = w.layout().tile_bits;
+  return !tb.empty() && *std::max_element(tb.begin(), tb.end()) >= kDenseMinBits;
+}
+
 void BitplaneKernel::gemm(const BitplaneMatrix& w, const float* x, size_t batch, float* y, int threads) const {
-  if (variant != KernelVariant::kReference && dense_min_rows > 0 && batch >= dense_min_rows) {
-    // The LUT's work grows with the bits per weight, the dense path's does not: at 1-2 bits the
-    // LUT kernels stay ahead up to ~1,000 rows and more (benchmarks/dense_crossover.md).
-    const std::vector<uint8_t>& tb = w.layout().tile_bits;
-    if (!tb.empty() && *std::max_element(tb.begin(), tb.end()) >= kDenseMinBits)
-      return bcq_gemm_dense(w, x, batch, y, variant, threads);
-  }
+  if (takes_dense(w, batch)) return bcq_gemm_dense(w, x, batch, y, variant, threads);
   bcq_gemm(w, x, batch, y, variant, threads, lut16);
 }
 

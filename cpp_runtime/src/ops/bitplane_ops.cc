@@ -84,21 +84,85 @@ class BitPlaneMatMulKernel : public OpKernel {
     Shape shape = x.shape();
     shape.back() = L.rows;
     out[0] = Tensor::allocate(DType::kFloat32, shape, ctx.pool);
-    const size_t batch = size_t(x.numel() / int64_t(L.cols));
-    float* y = out[0].mutable_data<float>();
-    ctx.kernel.gemm(m_.matrix, x.data<float>(), batch, y, ctx.threads);
+    multiply(x.data<float>(), L.cols, size_t(x.numel() / int64_t(L.cols)), out[0].mutable_data<float>(), ctx);
+  }
+
+  // y[b, :] = W_hat x_b + bias for b < batch, where x_b starts at x + b * ldx
+  // and holds K floats (ldx < K: overlapping rows, read in place by the dense
+  // path and copied out for the LUT kernels, which read contiguous rows).
+  void multiply(const float* x, size_t ldx, size_t batch, float* y, const OpContext& ctx) const {
+    const BitplaneMatrix& w = m_.matrix;
+    const BitplaneLayout& L = w.layout();
+    if (ldx == L.cols) {
+      ctx.kernel.gemm(w, x, batch, y, ctx.threads);
+    } else if (ctx.kernel.takes_dense(w, batch)) {
+      bcq_gemm_dense(w, x, batch, y, ctx.kernel.variant, ctx.threads, ldx);
+    } else {
+      Tensor rows = Tensor::allocate(DType::kFloat32, {int64_t(batch), int64_t(L.cols)}, ctx.pool);
+      float* dst = rows.mutable_data<float>();
+      for (size_t b = 0; b < batch; ++b) std::memcpy(dst + b * L.cols, x + b * ldx, L.cols * sizeof(float));
+      ctx.kernel.gemm(w, dst, batch, y, ctx.threads);
+    }
     if (has_bias_) {
       const float* b = bias_.data<float>();
       for (size_t r = 0; r < batch; ++r)
         for (uint32_t j = 0; j < L.rows; ++j) y[r * L.rows + j] += b[j];
     }
   }
+  uint32_t cols() const { return m_.matrix.layout().cols; }
+  uint32_t rows() const { return m_.matrix.layout().rows; }
 
  private:
   const onnx::Node& node_;
   BoundMatrix m_;
   Tensor bias_;
   bool has_bias_ = false;
+};
+
+// Slice x n -> Concat -> BitPlaneMatMul over a strided convolution's frame
+// windows, fused by the executor (FrameWindowParts in op_kernel.h). Input 0 is
+// the frames Y [B, T, S]; the other inputs are the BitPlaneMatMul's. Window t
+// of batch element b is Y[b, t .. t + n - 1, :] flattened, which is n * S
+// consecutive floats of Y: the product reads them in place (row stride S)
+// instead of the Concat copying every window out. Anything else (another rank,
+// T < n, K != n * S, another type) runs the original nodes one by one, so the
+// fused step computes, and rejects, exactly what they did.
+class FrameWindowMatMulKernel : public OpKernel {
+ public:
+  FrameWindowMatMulKernel(const NodeSpec& matmul, FrameWindowParts parts)
+      : node_(*matmul.node), mm_(matmul), parts_(std::move(parts)) {}
+  void run(const OpInputs& in, std::vector<Tensor>& out, const OpContext& ctx) const override {
+    const Tensor& y = input(node_, in, 0);
+    const int64_t n = int64_t(parts_.window);
+    if (y.dtype() == DType::kFloat32 && y.rank() == 3 && y.dim(1) >= n && y.dim(2) * n == int64_t(mm_.cols())) {
+      const int64_t batch = y.dim(0), frames = y.dim(1), width = y.dim(2), windows = frames - n + 1;
+      out[0] = Tensor::allocate(DType::kFloat32, {batch, windows, int64_t(mm_.rows())}, ctx.pool);
+      for (int64_t b = 0; b < batch; ++b)
+        mm_.multiply(y.data<float>() + b * frames * width, size_t(width), size_t(windows),
+                     out[0].mutable_data<float>() + b * windows * int64_t(mm_.rows()), ctx);
+      return;
+    }
+    std::vector<Tensor> pieces(parts_.slices.size());
+    OpInputs concat_in;
+    for (size_t i = 0; i < parts_.slices.size(); ++i) {
+      OpInputs slice_in = parts_.slice_inputs[i];
+      slice_in[0] = &y;
+      std::vector<Tensor> o(1);
+      parts_.slices[i]->run(slice_in, o, ctx);
+      pieces[i] = std::move(o[0]);
+      concat_in.push_back(&pieces[i]);
+    }
+    std::vector<Tensor> x(1);
+    parts_.concat->run(concat_in, x, ctx);
+    OpInputs mm_in = in;
+    mm_in[0] = &x[0];
+    mm_.run(mm_in, out, ctx);
+  }
+
+ private:
+  const onnx::Node& node_;
+  BitPlaneMatMulKernel mm_;
+  FrameWindowParts parts_;
 };
 
 class BitPlaneGatherKernel : public OpKernel {
@@ -148,6 +212,10 @@ class BitPlaneGatherKernel : public OpKernel {
 };
 
 }  // namespace
+
+std::unique_ptr<OpKernel> make_frame_window_matmul(const NodeSpec& matmul, FrameWindowParts parts) {
+  return std::make_unique<FrameWindowMatMulKernel>(matmul, std::move(parts));
+}
 
 void register_bitplane_ops(std::map<std::string, KernelFactory>& r) {
   r["ondevice.BitPlaneMatMul"] = [](const NodeSpec& s) -> std::unique_ptr<OpKernel> {

@@ -55,6 +55,22 @@ void register_shape_ops(std::map<std::string, KernelFactory>& r);
 void register_nn_ops(std::map<std::string, KernelFactory>& r);
 void register_bitplane_ops(std::map<std::string, KernelFactory>& r);
 
+// A strided convolution over frames as the exporter writes it: Slice nodes
+// taking Y[:, i : T - n + 1 + i, :] for i < n, a Concat of them on the last
+// axis (the n-frame windows) and a BitPlaneMatMul of that. The executor
+// (runtime/graph_fusion.cc) replaces the three by one step that multiplies the
+// windows in place; it hands over the original kernels (and the Slices'
+// constant inputs, slot 0 left for Y), which the fused step runs instead
+// whenever its input is not such a Y.
+struct FrameWindowParts {
+  size_t window = 0;
+  std::vector<std::unique_ptr<OpKernel>> slices;
+  std::vector<OpInputs> slice_inputs;
+  std::unique_ptr<OpKernel> concat;
+};
+// `matmul`: the BitPlaneMatMul node and its constant inputs.
+std::unique_ptr<OpKernel> make_frame_window_matmul(const NodeSpec& matmul, FrameWindowParts parts);
+
 // -- helpers shared by the operator files
 
 // "<op> node '<name>': " for error messages.

@@ -10,6 +10,8 @@
 #include <unordered_map>
 
 #include "../ops/op_kernel.h"
+#include "graph_fusion.h"
+#include "graph_steps.h"
 #include "ondevice/error.h"
 
 namespace ondevice {
@@ -28,15 +30,6 @@ struct InputSpec {
   DType dtype = DType::kFloat32;
   bool has_shape = false;
   std::vector<int64_t> dims;  // -1 for symbolic/unknown dimensions
-};
-
-struct Step {
-  const onnx::Node* node = nullptr;
-  std::unique_ptr<ops::OpKernel> kernel;
-  std::vector<int> inputs;  // slot, or -1 for omitted
-  std::vector<int> outputs;  // slot, or -1 for omitted
-  std::vector<int> release;  // slots whose last reader this step is
-  std::string op;
 };
 
 Tensor tensor_from_initializer(const onnx::Tensor& t) {
@@ -181,6 +174,7 @@ void Executor::Impl::prepare() {
     output_names.push_back(v.name);
     output_slots.push_back(s->second);
   }
+  if (options.fuse) fuse_frame_windows(all, constants, is_constant, output_slots);
   // Liveness: the last step reading each non-constant, non-output value.
   std::vector<int> last(slots, -1);
   for (size_t i = 0; i < all.size(); ++i)
@@ -191,6 +185,13 @@ void Executor::Impl::prepare() {
     if (last[s] >= 0 && !is_constant[s]) all[size_t(last[s])].release.push_back(int(s));
   steps = std::move(all);
   if (const char* env = std::getenv("ONDEVICE_PROFILE"); env != nullptr && std::strcmp(env, "1") == 0) profiling = true;
+}
+
+bool ExecutorOptions::default_fuse() {
+  const char* env = std::getenv("ONDEVICE_FUSE");
+  if (env == nullptr || *env == '\0' || std::strcmp(env, "1") == 0) return true;
+  if (std::strcmp(env, "0") == 0) return false;
+  throw ArgumentError(std::string("ONDEVICE_FUSE must be 0 or 1, got '") + env + "'");
 }
 
 Executor::Executor(std::shared_ptr<const onnx::Model> model, ExecutorOptions options) : impl_(new Impl) {

@@ -1,0 +1,102 @@
+// Step rewrites (graph_fusion.h).
+#include "graph_fusion.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <map>
+
+namespace ondevice {
+namespace {
+
+// The single int64 value of a constant 1-element tensor, or false.
+bool constant_scalar(const std::vector<Tensor>& constants, const std::vector<bool>& is_constant, int slot,
+                     int64_t& v) {
+  if (slot < 0 || !is_constant[size_t(slot)]) return false;
+  const Tensor& t = constants[size_t(slot)];
+  if (t.numel() != 1) return false;
+  if (t.dtype() == DType::kInt64) v = t.data<int64_t>()[0];
+  else if (t.dtype() == DType::kInt32) v = t.data<int32_t>()[0];
+  else return false;
+  return true;
+}
+
+}  // namespace
+
+size_t fuse_frame_windows(std::vector<Step>& steps, const std::vector<Tensor>& constants,
+                          const std::vector<bool>& is_constant, const std::vector<int>& output_slots) {
+  std::map<int, size_t> producer;
+  std::map<int, int> readers;
+  for (size_t i = 0; i < steps.size(); ++i) {
+    for (int s : steps[i].outputs)
+      if (s >= 0) producer[s] = i;
+    for (int s : steps[i].inputs)
+      if (s >= 0) readers[s]++;
+  }
+  for (int s : output_slots) readers[s] += 2;  // never fused away
+  auto sole_product = [&](int slot, const char* op) -> Step* {
+    auto p = producer.find(slot);
+    if (p == producer.end() || readers[slot] != 1) return nullptr;
+    Step& st = steps[p->second];
+    return st.op == op ? &st : nullptr;
+  };
+  std::vector<bool> drop(steps.size(), false);
+  size_t fused = 0;
+  for (size_t m = 0; m < steps.size(); ++m) {
+    Step& mm = steps[m];
+    if (mm.op != "ondevice.BitPlaneMatMul" || mm.inputs.empty() || mm.inputs[0] < 0) continue;
+    Step* concat = sole_product(mm.inputs[0], "Concat");
+    if (concat == nullptr || ops::attr_int(*concat->node, "axis", 0) != -1) continue;
+    const size_t n = concat->inputs.size();
+    if (n < 2) continue;
+    std::vector<Step*> slices;
+    int frames = -1;
+    for (size_t i = 0; i < n; ++i) {
+      Step* sl = concat->inputs[i] < 0 ? nullptr : sole_product(concat->inputs[i], "Slice");
+      if (sl == nullptr || sl->inputs.size() < 4 || sl->inputs[0] < 0) break;
+      if (frames >= 0 && sl->inputs[0] != frames) break;
+      frames = sl->inputs[0];
+      int64_t start, end, axis, step = 1;
+      if (!constant_scalar(constants, is_constant, sl->inputs[1], start) ||
+          !constant_scalar(constants, is_constant, sl->inputs[2], end) ||
+          !constant_scalar(constants, is_constant, sl->inputs[3], axis))
+        break;
+      if (sl->inputs.size() > 4 && sl->inputs[4] >= 0 && !constant_scalar(constants, is_constant, sl->inputs[4], step))
+        break;
+      const bool last = i + 1 == n;
+      const bool end_ok = last ? end >= std::numeric_limits<int32_t>::max() : end == int64_t(i) - int64_t(n - 1);
+      if (axis != 1 || step != 1 || start != int64_t(i) || !end_ok) break;
+      slices.push_back(sl);
+    }
+    if (slices.size() != n) continue;
+
+    ops::FrameWindowParts parts;
+    parts.window = n;
+    for (Step* sl : slices) {
+      ops::OpInputs in;
+      for (int s : sl->inputs) in.push_back(s >= 0 && is_constant[size_t(s)] ? &constants[size_t(s)] : nullptr);
+      in[0] = nullptr;  // Y, at run time
+      parts.slice_inputs.push_back(std::move(in));
+      parts.slices.push_back(std::move(sl->kernel));
+      drop[size_t(sl - steps.data())] = true;
+    }
+    parts.concat = std::move(concat->kernel);
+    drop[size_t(concat - steps.data())] = true;
+    ops::NodeSpec spec;
+    spec.node = mm.node;
+    for (int s : mm.inputs) spec.constants.push_back(s >= 0 && is_constant[size_t(s)] ? &constants[size_t(s)] : nullptr);
+    mm.kernel = ops::make_frame_window_matmul(spec, std::move(parts));
+    mm.inputs[0] = frames;
+    mm.op = "ondevice.BitPlaneMatMul (frame windows)";
+    ++fused;
+  }
+  if (fused == 0) return 0;
+  std::vector<Step> kept;
+  kept.reserve(steps.size());
+  for (size_t i = 0; i < steps.size(); ++i)
+    if (!drop[i]) kept.push_back(std::move(steps[i]));
+  steps = std::move(kept);
+  return fused;
+}
+
+}  // namespace ondevice
