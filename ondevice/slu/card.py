@@ -200,28 +200,30 @@ def render_readme(c: dict[str, Any]) -> str:
               f"(measured) - {_pct(reg['tolerance'])} points, with both the native runtime and onnxruntime, and "
               "the size above.", "",
               "## Reproduce", "",
-              "The shipped model is trained on corpus version 3 (docs/slu-data.md) in two runs: `runs/slu-v3` "
-              "(every stage up to the ablation's fine-tunings, with the defaults: the table above) and "
-              "`runs/slu-v3-ship` (its pre-training outputs; the stage-1 variant fine-tuned "
-              f"{c['shipped_epochs']} epochs, then quantized: front-end retraining, BERT retrained "
-              f"{tr['qat_epochs']} epochs with fake quantization, export with the speed ensemble). The stage-1 "
-              "variant was chosen by validation accuracy in the corpus-version-1 ablation without time warp "
-              "(`ablation-v1-nowarp.json`). Logs and stage outputs in `training/`: `runs-slu-v3.log` "
-              "(pre-training, teacher, stage-1 KD), `runs-slu-v3-ablation.log` + `ablation.json` (the table above), "
-              "`runs-slu-v3-ship.log` (fine-tuning, then a quantization with the BERT's convolutions at 2 bits, "
-              "not shipped: `quantized-bert-conv2.json`), `runs-slu-v3-quantize.log` + `quantized.json` "
-              "(the shipped quantization); corpus version 1: `runs-slu-v1.log`, `runs-slu-v1-ablation.log` + "
-              "`ablation-v1.json`, `runs-slu-v1-bert-nowarp.log` + `ablation-v1-nowarp.json`, "
-              "`runs-slu-v1-ship.log` (the model shipped before session 7).", "",
-              "    ondevice data slu --out data/slu --workers 2                       # version 3, ~25 min",
-              "    ondevice train slu --corpus data/slu --out runs/slu-v3 --stages vq,tokens,bert,teacher,kd1,finetune",
-              "    mkdir runs/slu-v3-ship && cp runs/slu-v3/{tokenizer.pt,tokens.npz,tokens_speed.npz,bert_mlm.pt,"
-              "teacher.pt,bert_kd1.pt} runs/slu-v3-ship/",
-              "    ondevice train slu --corpus data/slu --out runs/slu-v3-ship --stages finetune,quantize \\",
+              "The shipped model is trained on corpus version 3 (docs/slu-data.md) in one run, `runs/slu-v4` "
+              "(session 10): every stage with the defaults except the fine-tuning, which trains the stage-1 "
+              f"variant alone for {c['shipped_epochs']} epochs with speed copies at "
+              f"{', '.join(str(r) for r in tr.get('speed_copies', []))} Hz; then quantized (front-end retraining, "
+              f"BERT retrained {tr['qat_epochs']} epochs with fake quantization, export with the speed ensemble). "
+              "The stage-1 variant was chosen by validation accuracy in the corpus-version-1 ablation without time "
+              "warp (`ablation-v1-nowarp.json`). The ablation table above is the corpus-version-3 run `runs/slu-v3` "
+              "(every stage up to the ablation's fine-tunings, with the defaults). Logs and stage outputs in "
+              "`training/`: `runs-slu-v4.log` + `quantized.json` (the shipped model); `runs-slu-v3.log`, "
+              "`runs-slu-v3-ablation.log` + `ablation.json` (the ablation); the model shipped in sessions 8-9 "
+              "(the same recipe in two runs, 32 epochs, speed copies at 15000, 17000 Hz): `runs-slu-v3-ship.log`, "
+              "`runs-slu-v3-quantize.log` + `quantized-v3.json`, and its quantization with the BERT's convolutions "
+              "at 2 bits, `quantized-bert-conv2.json`; corpus version 1: `runs-slu-v1.log`, "
+              "`runs-slu-v1-ablation.log` + `ablation-v1.json`, `runs-slu-v1-bert-nowarp.log` + "
+              "`ablation-v1-nowarp.json`, `runs-slu-v1-ship.log` (the model shipped before session 7).", "",
+              "    ondevice data slu --out data/slu --workers 2                       # version 3, ~10-25 min",
+              "    ondevice train slu --corpus data/slu --out runs/slu-v4 \\",
+              "        --stages vq,tokens,bert,teacher,kd1,finetune,quantize \\",
               "        --set 'variants=[\"stage1\"]' --set ship_variant=stage1 \\",
               f"        --set finetune_epochs={c['shipped_epochs']} "
-              f"--set 'speed_copies={json.dumps(tr.get('speed_copies', []), separators=(',', ':'))}'  # ~40 min",
-              "    ondevice export slu --run runs/slu-v3-ship --ablation-run runs/slu-v3 --corpus data/slu \\",
+              f"--set 'speed_copies={json.dumps(tr.get('speed_copies', []), separators=(',', ':'))}'  # ~1.5 h",
+              "    ondevice train slu --corpus data/slu --out runs/slu-v3 --stages vq,tokens,bert,teacher,kd1,finetune"
+              "  # the ablation",
+              "    ondevice export slu --run runs/slu-v4 --ablation-run runs/slu-v3 --corpus data/slu \\",
               "        --out models/slu-intent-bcq --bench 100                        # measures this card",
               "    ondevice eval slu --corpus data/slu --split test [--one-pass]      # the shipped rows above",
               "    ondevice bench understand --corpus data/slu --out benchmarks/slu-latency  # the latency table",
