@@ -165,6 +165,16 @@ class DecoderCache:
         return self
 
 
+def sinusoid_frequencies(half_dim: int) -> Tensor:
+    """The sinusoidal positions' frequencies ``exp(-i * log(10000) / (half_dim - 1))``, i < half_dim,
+    float32. The argument is fairseq's float32 product; its exponential is taken in double precision
+    (libm) and rounded once, so the table has the same bits on every CPU: torch's float32 ``exp``
+    does not (its AVX2 and AVX-512 vector code differ in the last bit for some arguments), which made
+    the exported graphs, whose constants these are, differ between machines."""
+    arg = torch.arange(half_dim, dtype=torch.float) * -(math.log(10000) / max(half_dim - 1, 1))
+    return torch.tensor([math.exp(a) for a in arg.tolist()], dtype=torch.float64).float()
+
+
 class SinusoidalPositionalEmbedding(nn.Module):
     """fairseq's ``SinusoidalPositionalEmbedding``: positions start at ``padding_idx + 1``,
     ``[sin | cos]`` halves, frequencies ``exp(-i * log(10000) / (half_dim - 1))``, padding → 0.
@@ -184,8 +194,7 @@ class SinusoidalPositionalEmbedding(nn.Module):
     @staticmethod
     def get_embedding(num_embeddings: int, embedding_dim: int, padding_idx: int | None = None) -> Tensor:
         half_dim = embedding_dim // 2
-        emb = math.log(10000) / (half_dim - 1)
-        emb = torch.exp(torch.arange(half_dim, dtype=torch.float) * -emb)
+        emb = sinusoid_frequencies(half_dim)
         emb = torch.arange(num_embeddings, dtype=torch.float).unsqueeze(1) * emb.unsqueeze(0)
         emb = torch.cat([torch.sin(emb), torch.cos(emb)], dim=1).view(num_embeddings, -1)
         if embedding_dim % 2 == 1:

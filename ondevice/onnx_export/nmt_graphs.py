@@ -110,11 +110,10 @@ class _Builder:
 
     def positions(self, pos: str) -> str:
         """Sinusoidal embeddings [..., C] of float32 positions ``pos`` [...] (SinusoidalPositionalEmbedding)."""
-        import torch
+        from ..nmt.model import sinusoid_frequencies
 
-        half = self.cfg.d_model // 2
-        # the frequencies exactly as the model computes them (torch's exp, float32)
-        freq = torch.exp(torch.arange(half, dtype=torch.float) * -(math.log(10000) / (half - 1))).numpy()
+        # the frequencies exactly as the model computes them (the same bits on every CPU)
+        freq = sinusoid_frequencies(self.cfg.d_model // 2).numpy()
         angle = self.g.op("Mul", self.g.op("Unsqueeze", pos, self.g.const([-1], np.int64)), self.g.const(freq))
         emb = self.g.op("Concat", self.g.op("Sin", angle), self.g.op("Cos", angle), axis=-1)
         if self.cfg.d_model % 2:  # odd widths get a zero last column
