@@ -2,10 +2,13 @@
 // bound) and every SIMD variant against the portable LUT kernel (bit for
 // bit), on random shapes including odd sizes, q = 1..4, mixed bits per row,
 // groups, offsets, batch 1..8 and several thread counts.
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 
 #include "kernels/lut_common.h"
+#include "kernels/dense_common.h"
 #include "ondevice/bcq_gemm.h"
 #include "ondevice/error.h"
 #include "test_util.h"
@@ -211,6 +214,35 @@ TEST(dense_path_is_the_spec_product_on_random_shapes) {
         ++n;
       }
   CHECK(n > 80);
+}
+
+TEST(dense_panel_kernels_equal_the_portable_one) {
+  // Each x86 panel kernel on its own (the lut_avx2 variant's dense path runs only one of them on a
+  // given CPU: AVX-512F where there is, AVX2 elsewhere): bit for bit the portable fma chains, on
+  // row counts around both register blockings (6 and 12), odd k, partial tiles (ncols < 32).
+#if defined(ONDEVICE_HAVE_AVX2)
+  std::mt19937 rng(15);
+  std::vector<std::pair<const char*, detail::DensePanelKernel>> kernels;
+  if (std::find(available_variants().begin(), available_variants().end(), KernelVariant::kLutAvx2) !=
+      available_variants().end())
+    kernels.emplace_back("avx2", detail::dense_panel_avx2);
+  if (detail::cpu_has_avx512f()) kernels.emplace_back("avx512", detail::dense_panel_avx512);
+  else std::printf("  (no AVX-512F here: the AVX-512 panel kernel is not tested on this CPU)\n");
+  for (uint32_t cols : {1u, 7u, 130u, 1031u})
+    for (size_t rows : {1, 5, 6, 11, 12, 13, 25, 40})
+      for (uint32_t ncols : {32u, 17u, 5u}) {
+        const auto a = random_x(rows * (cols + 3), rng);
+        const auto panel = random_x(size_t(cols) * kTileRows, rng);
+        std::vector<float> want(rows * 40, -7.0f);
+        detail::dense_panel_generic(a.data(), cols + 3, rows, panel.data(), cols, want.data(), 40, ncols);
+        for (const auto& k : kernels) {
+          std::vector<float> got(rows * 40, -7.0f);
+          k.second(a.data(), cols + 3, rows, panel.data(), cols, got.data(), 40, ncols);
+          CHECK_MSG(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)) == 0,
+                    k.first << " cols " << cols << " rows " << rows << " ncols " << ncols);
+        }
+      }
+#endif
 }
 
 TEST(dense_path_reads_overlapping_rows_in_place) {

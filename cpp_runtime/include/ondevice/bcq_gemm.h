@@ -59,8 +59,8 @@ void bcq_gemm(const BitplaneMatrix& w, const float* x, size_t batch, float* y,
 // does not, so from some tens of rows on (a convolution over frames, a long
 // source sentence) this is the faster path; it is also exact up to float
 // rounding. The variants agree bit for bit: lut_generic -> std::fma,
-// lut_avx2 -> AVX2/FMA, lut_neon -> NEON (the reference variant has none:
-// ArgumentError). Rows of X are split over `threads`; each thread holds one
+// lut_avx2 -> AVX-512F where the CPU has it, else AVX2/FMA, lut_neon -> NEON
+// (the reference variant has none: ArgumentError). Rows of X are split over `threads`; each thread holds one
 // expanded tile (cols * 32 floats).
 // `ldx`: floats from one row of X to the next (0: cols). It may be smaller
 // than cols: then consecutive rows overlap, as the frame windows of a strided

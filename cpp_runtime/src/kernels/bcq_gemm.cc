@@ -26,6 +26,25 @@ bool cpu_has_avx2() {
 #endif
 }
 
+}  // namespace
+
+#if defined(ONDEVICE_HAVE_AVX2)
+bool detail::cpu_has_avx512f() {
+#if defined(__GNUC__) || defined(__clang__)
+  // __builtin_cpu_supports also checks that the OS saves the zmm state (XCR0).
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") != 0;
+  }();
+  return has;
+#else
+  return false;
+#endif
+}
+#endif
+
+namespace {
+
 // The argument checks both product paths make; false when there is nothing to
 // compute (batch 0). Caps `threads`: more threads than cores only adds
 // hand-offs, and a typo must not spawn thousands.
@@ -148,7 +167,7 @@ void bcq_gemm_dense(const BitplaneMatrix& w, const float* x, size_t batch, float
 #if defined(ONDEVICE_HAVE_AVX2)
     case KernelVariant::kLutAvx2:
       if (!cpu_has_avx2()) throw ArgumentError("this CPU lacks AVX2/FMA: lut_avx2 is unavailable");
-      kernel = detail::dense_panel_avx2;
+      kernel = detail::cpu_has_avx512f() ? detail::dense_panel_avx512 : detail::dense_panel_avx2;
       break;
 #endif
 #if defined(ONDEVICE_HAVE_NEON)

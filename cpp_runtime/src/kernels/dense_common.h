@@ -32,6 +32,11 @@ void dense_panel_generic(const float* a, size_t lda, size_t rows, const float* p
 #if defined(ONDEVICE_HAVE_AVX2)
 void dense_panel_avx2(const float* a, size_t lda, size_t rows, const float* panel, uint32_t cols, float* c,
                       size_t ldc, uint32_t ncols);
+// The lut_avx2 variant's dense path uses this one instead where the CPU (and
+// OS) support AVX-512F (cpu_has_avx512f): the same bits, twice the width.
+void dense_panel_avx512(const float* a, size_t lda, size_t rows, const float* panel, uint32_t cols, float* c,
+                        size_t ldc, uint32_t ncols);
+bool cpu_has_avx512f();
 #endif
 #if defined(ONDEVICE_HAVE_NEON)
 void dense_panel_neon(const float* a, size_t lda, size_t rows, const float* panel, uint32_t cols, float* c,
