@@ -226,6 +226,7 @@ def render_readme(c: dict[str, Any]) -> str:
               "    ondevice export slu --run runs/slu-v4 --ablation-run runs/slu-v3 --corpus data/slu \\",
               "        --out models/slu-intent-bcq --bench 100                        # measures this card",
               "    ondevice eval slu --corpus data/slu --split test [--one-pass]      # the shipped rows above",
-              "    ondevice bench understand --corpus data/slu --out benchmarks/slu-latency  # the latency table",
+              "    ondevice bench understand --corpus data/slu --torch-run runs/slu-v4 \\",
+              "        --out benchmarks/slu-latency                                   # the latency table",
               ""]
     return "\n".join(lines)

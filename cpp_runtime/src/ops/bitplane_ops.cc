@@ -5,6 +5,7 @@
 // scales) and then read in place by the LUT kernels on every call.
 #include <algorithm>
 #include <cstring>
+#include <memory>
 
 #include "ondevice/bcq_gemm.h"
 #include "ondevice/error.h"
@@ -129,17 +130,17 @@ class BitPlaneMatMulKernel : public OpKernel {
 // fused step computes, and rejects, exactly what they did.
 class FrameWindowMatMulKernel : public OpKernel {
  public:
-  FrameWindowMatMulKernel(const NodeSpec& matmul, FrameWindowParts parts)
-      : node_(*matmul.node), mm_(matmul), parts_(std::move(parts)) {}
+  FrameWindowMatMulKernel(const onnx::Node& node, std::unique_ptr<BitPlaneMatMulKernel> mm, FrameWindowParts parts)
+      : node_(node), mm_(std::move(mm)), parts_(std::move(parts)) {}
   void run(const OpInputs& in, std::vector<Tensor>& out, const OpContext& ctx) const override {
     const Tensor& y = input(node_, in, 0);
     const int64_t n = int64_t(parts_.window);
-    if (y.dtype() == DType::kFloat32 && y.rank() == 3 && y.dim(1) >= n && y.dim(2) * n == int64_t(mm_.cols())) {
+    if (y.dtype() == DType::kFloat32 && y.rank() == 3 && y.dim(1) >= n && y.dim(2) * n == int64_t(mm_->cols())) {
       const int64_t batch = y.dim(0), frames = y.dim(1), width = y.dim(2), windows = frames - n + 1;
-      out[0] = Tensor::allocate(DType::kFloat32, {batch, windows, int64_t(mm_.rows())}, ctx.pool);
+      out[0] = Tensor::allocate(DType::kFloat32, {batch, windows, int64_t(mm_->rows())}, ctx.pool);
       for (int64_t b = 0; b < batch; ++b)
-        mm_.multiply(y.data<float>() + b * frames * width, size_t(width), size_t(windows),
-                     out[0].mutable_data<float>() + b * windows * int64_t(mm_.rows()), ctx);
+        mm_->multiply(y.data<float>() + b * frames * width, size_t(width), size_t(windows),
+                      out[0].mutable_data<float>() + b * windows * int64_t(mm_->rows()), ctx);
       return;
     }
     std::vector<Tensor> pieces(parts_.slices.size());
@@ -156,12 +157,12 @@ class FrameWindowMatMulKernel : public OpKernel {
     parts_.concat->run(concat_in, x, ctx);
     OpInputs mm_in = in;
     mm_in[0] = &x[0];
-    mm_.run(mm_in, out, ctx);
+    mm_->run(mm_in, out, ctx);
   }
 
  private:
   const onnx::Node& node_;
-  BitPlaneMatMulKernel mm_;
+  std::unique_ptr<BitPlaneMatMulKernel> mm_;
   FrameWindowParts parts_;
 };
 
@@ -213,8 +214,14 @@ class BitPlaneGatherKernel : public OpKernel {
 
 }  // namespace
 
-std::unique_ptr<OpKernel> make_frame_window_matmul(const NodeSpec& matmul, FrameWindowParts parts) {
-  return std::make_unique<FrameWindowMatMulKernel>(matmul, std::move(parts));
+std::unique_ptr<OpKernel> make_frame_window_matmul(const onnx::Node& node, std::unique_ptr<OpKernel> matmul,
+                                                   FrameWindowParts parts) {
+  // The registry's kernel for the node, already bound to its (validated) matrix: taken over, not rebuilt.
+  auto* mm = dynamic_cast<BitPlaneMatMulKernel*>(matmul.get());
+  if (mm == nullptr) throw FormatError(where(node) + "frame-window fusion of a node that is not a BitPlaneMatMul");
+  matmul.release();
+  return std::make_unique<FrameWindowMatMulKernel>(node, std::unique_ptr<BitPlaneMatMulKernel>(mm),
+                                                   std::move(parts));
 }
 
 void register_bitplane_ops(std::map<std::string, KernelFactory>& r) {

@@ -68,8 +68,9 @@ struct FrameWindowParts {
   std::vector<OpInputs> slice_inputs;
   std::unique_ptr<OpKernel> concat;
 };
-// `matmul`: the BitPlaneMatMul node and its constant inputs.
-std::unique_ptr<OpKernel> make_frame_window_matmul(const NodeSpec& matmul, FrameWindowParts parts);
+// `matmul`: the BitPlaneMatMul kernel the registry made for `node` (taken over).
+std::unique_ptr<OpKernel> make_frame_window_matmul(const onnx::Node& node, std::unique_ptr<OpKernel> matmul,
+                                                   FrameWindowParts parts);
 
 // -- helpers shared by the operator files
 

@@ -82,10 +82,7 @@ size_t fuse_frame_windows(std::vector<Step>& steps, const std::vector<Tensor>& c
     }
     parts.concat = std::move(concat->kernel);
     drop[size_t(concat - steps.data())] = true;
-    ops::NodeSpec spec;
-    spec.node = mm.node;
-    for (int s : mm.inputs) spec.constants.push_back(s >= 0 && is_constant[size_t(s)] ? &constants[size_t(s)] : nullptr);
-    mm.kernel = ops::make_frame_window_matmul(spec, std::move(parts));
+    mm.kernel = ops::make_frame_window_matmul(*mm.node, std::move(mm.kernel), std::move(parts));
     mm.inputs[0] = frames;
     mm.op = "ondevice.BitPlaneMatMul (frame windows)";
     ++fused;
