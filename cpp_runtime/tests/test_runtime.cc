@@ -1169,3 +1169,57 @@ TEST(executor_fusion_setting_comes_from_the_environment) {
   if (saved) ::setenv("ONDEVICE_FUSE", keep.c_str(), 1);
   else ::unsetenv("ONDEVICE_FUSE");
 }
+
+TEST(layer_norm_relu_fuses_only_when_the_relu_is_its_sole_reader) {
+  // LayerNormalization -> Relu runs as one step with the same bits as the two nodes (NaN -> 0 as
+  // Relu); a normalization whose output is also a graph output, or is read by another node too,
+  // stays as it is.
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd;
+  const int64_t rows = 7, n = 37;  // odd: the kernel's 8-wide tail
+  std::vector<float> xs(static_cast<size_t>(rows * n)), ss(static_cast<size_t>(n)), bs(static_cast<size_t>(n));
+  for (auto& v : xs) v = 3 * nd(rng);
+  for (auto& v : ss) v = nd(rng);
+  for (auto& v : bs) v = nd(rng);
+  xs[3] = NAN;  // its row normalizes to NaN: Relu makes 0
+  const std::vector<Value> values = {{"x", f32({rows, n}, xs)}, {"s", f32({n}, ss), true}, {"b", f32({n}, bs), true}};
+  auto graph = [&](bool add_reader, std::vector<std::string> outputs) {
+    std::vector<onnx::Node> nodes = {make_node("LayerNormalization", {"x", "s", "b"}, "z"),
+                                     make_node("Relu", {"z"}, "y")};
+    if (add_reader) nodes.push_back(make_node("Add", {"z", "y"}, "w"));
+    return make_model(std::move(nodes), values, outputs);
+  };
+  struct Case {
+    bool add_reader;
+    std::vector<std::string> outputs;
+    bool fuses;
+  };
+  for (const Case& c : {Case{false, {"y"}, true}, Case{false, {"y", "z"}, false}, Case{true, {"y", "w"}, false}}) {
+    ExecutorOptions plain;
+    plain.fuse = false;
+    Executor fused(graph(c.add_reader, c.outputs), ExecutorOptions());
+    const Executor ref(graph(c.add_reader, c.outputs), plain);
+    fused.enable_profiling(true);
+    const std::vector<NamedTensor> feeds = {{"x", values[0].t}};
+    const std::vector<Tensor> a = fused.run(feeds), b = ref.run(feeds);
+    CHECK(a.size() == b.size());
+    for (size_t i = 0; i < a.size(); ++i)
+      CHECK(a[i].nbytes() == b[i].nbytes() && std::memcmp(a[i].raw(), b[i].raw(), a[i].nbytes()) == 0);
+    const float* y = a[0].data<float>();
+    for (int64_t j = 0; j < n; ++j) CHECK(y[j] == 0.0f);  // the NaN row
+    size_t both = 0, relus = 0;
+    for (const Executor::OpTime& t : fused.profile()) {
+      if (t.op == "LayerNormalization + Relu") both = t.calls;
+      if (t.op == "Relu") relus = t.calls;
+    }
+    CHECK_MSG(both == (c.fuses ? 1u : 0u) && relus == (c.fuses ? 0u : 1u), both << " fused, " << relus << " relus");
+  }
+  // the kernel alone: relu = max(normalized, 0), bit for bit
+  std::vector<float> plain_y(xs.size()), relu_y(xs.size());
+  xs[3] = 1.0f;
+  for (const float* bias : {static_cast<const float*>(bs.data()), static_cast<const float*>(nullptr)}) {
+    detail::layer_norm_rows(xs.data(), plain_y.data(), size_t(rows), size_t(n), ss.data(), bias, 1e-5f);
+    detail::layer_norm_rows(xs.data(), relu_y.data(), size_t(rows), size_t(n), ss.data(), bias, 1e-5f, true);
+    for (size_t i = 0; i < xs.size(); ++i) CHECK(relu_y[i] == (plain_y[i] > 0.0f ? plain_y[i] : 0.0f));
+  }
+}

@@ -481,11 +481,12 @@ TEST(understander_kernels_agree) {
   }
 }
 
-TEST(frame_window_fusion_computes_what_the_nodes_do) {
+TEST(graph_fusion_computes_what_the_nodes_do) {
   // The graph's strided convolutions (Slice, Slice, Concat, BitPlaneMatMul) fused into one step that
-  // reads the frame windows in place: the same bits as the nodes run one by one, on the dense path
-  // and on the LUT kernels (which get the windows copied out), for lengths down to those whose
-  // later frames run out; and what the unfused graph rejects, the fused one rejects too.
+  // reads the frame windows in place, and each LayerNormalization -> Relu into one pass: the same
+  // bits as the nodes run one by one, on the dense path and on the LUT kernels (which get the
+  // windows copied out), for lengths down to those whose later frames run out; and what the unfused
+  // graph rejects, the fused one rejects too.
   NEED_SLU(dir);
   for (uint32_t dense_min_rows : {kDefaultDenseMinRows, 0u, 1u}) {
     ExecutorOptions fused, plain;
@@ -512,12 +513,17 @@ TEST(frame_window_fusion_computes_what_the_nodes_do) {
                   seconds << " s, dense from " << dense_min_rows << " rows: output " << i << " differs");
     }
     CHECK(runs >= 3);
-    size_t fused_calls = 0, concats = 0;
+    size_t fused_calls = 0, concats = 0, norm_relus = 0, relus = 0;
     for (const Executor::OpTime& t : a.profile()) {
       if (t.op == "ondevice.BitPlaneMatMul (frame windows)") fused_calls = t.calls;
       if (t.op == "Concat") concats = t.calls;
+      if (t.op == "LayerNormalization + Relu") norm_relus = t.calls;
+      if (t.op == "Relu") relus = t.calls;
     }
     CHECK_MSG(fused_calls == 8 * runs && concats == runs, fused_calls << " fused products, " << concats << " concats");
+    // 6 convolutions of the feature encoder and 2 of the BERT; the FFNs' Relus read a MatMul
+    CHECK_MSG(norm_relus == 8 * runs && relus == 3 * runs,
+              norm_relus << " normalizations + relu, " << relus << " relus, " << runs << " runs");
   }
 }
 

@@ -23,8 +23,8 @@ void gemm_f32(size_t m, size_t n, size_t k, const float* a, size_t lda, const fl
 void softmax_rows(float* x, size_t rows, size_t n) { float_kernels().softmax(x, rows, n); }
 
 void layer_norm_rows(const float* x, float* y, size_t rows, size_t n, const float* scale, const float* bias,
-                     float eps) {
-  float_kernels().layer_norm(x, y, rows, n, scale, bias, eps);
+                     float eps, bool relu) {
+  float_kernels().layer_norm(x, y, rows, n, scale, bias, eps, relu);
 }
 
 void log_sum_exp_rows(const float* x, size_t rows, size_t n, float* out) {

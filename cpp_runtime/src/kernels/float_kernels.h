@@ -28,9 +28,9 @@ void gemm_f32(size_t m, size_t n, size_t k, const float* a, size_t lda, const fl
 void softmax_rows(float* x, size_t rows, size_t n);
 
 // y = (x - mean) / sqrt(var + eps) * scale + bias over rows of length n
-// (bias may be null).
+// (bias may be null); with `relu`, then y = y > 0 ? y : 0 (ONNX Relu).
 void layer_norm_rows(const float* x, float* y, size_t rows, size_t n, const float* scale, const float* bias,
-                     float eps);
+                     float eps, bool relu = false);
 
 // out[r] = log(sum_j exp(x[r, j] - max_r)) + max_r for rows of length n
 // (-inf for a row of -inf; NaN entries are skipped).
@@ -41,7 +41,7 @@ void log_sum_exp_rows(const float* x, size_t rows, size_t n, float* out);
 struct FloatKernels {
   void (*gemm)(size_t, size_t, size_t, const float*, size_t, const float*, size_t, float*, size_t);
   void (*softmax)(float*, size_t, size_t);
-  void (*layer_norm)(const float*, float*, size_t, size_t, const float*, const float*, float);
+  void (*layer_norm)(const float*, float*, size_t, size_t, const float*, const float*, float, bool);
   void (*log_sum_exp)(const float*, size_t, size_t, float*);
   const char* name;
 };

@@ -146,15 +146,28 @@ class LayerNormKernel : public OpKernel {
     const float* s = scale.data<float>();
     const float* b = bias != nullptr ? bias->data<float>() : nullptr;
     detail::parallel_for(size_t(rows), ctx.threads, [&](size_t r0, size_t r1) {
-      detail::layer_norm_rows(p + r0 * size_t(n), q + r0 * size_t(n), r1 - r0, size_t(n), s, b, eps_);
+      detail::layer_norm_rows(p + r0 * size_t(n), q + r0 * size_t(n), r1 - r0, size_t(n), s, b, eps_, relu_);
     }, size_t(std::max<int64_t>(1, 16384 / n)));
   }
+  void fuse_relu() { relu_ = true; }
 
  private:
   const onnx::Node& node_;
   int64_t axis_;
   float eps_;
+  bool relu_ = false;  // a Relu reading only this output, fused (graph_fusion.h)
 };
+
+}  // namespace
+
+bool fuse_relu_into_layer_norm(OpKernel& kernel) {
+  auto* ln = dynamic_cast<LayerNormKernel*>(&kernel);
+  if (ln == nullptr) return false;
+  ln->fuse_relu();
+  return true;
+}
+
+namespace {
 
 // ArgMax over one axis (attributes axis, default 0, negative counts from the
 // end; keepdims, default 1; select_last_index, default 0) of a float32, int64

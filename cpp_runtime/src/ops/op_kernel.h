@@ -72,6 +72,11 @@ struct FrameWindowParts {
 std::unique_ptr<OpKernel> make_frame_window_matmul(const onnx::Node& node, std::unique_ptr<OpKernel> matmul,
                                                    FrameWindowParts parts);
 
+// Makes a LayerNormalization kernel (the registry's) apply ONNX Relu to its
+// output in the same pass (graph_fusion.h); false, and nothing changed, for
+// any other kernel.
+bool fuse_relu_into_layer_norm(OpKernel& kernel);
+
 // -- helpers shared by the operator files
 
 // "<op> node '<name>': " for error messages.

@@ -174,7 +174,10 @@ void Executor::Impl::prepare() {
     output_names.push_back(v.name);
     output_slots.push_back(s->second);
   }
-  if (options.fuse) fuse_frame_windows(all, constants, is_constant, output_slots);
+  if (options.fuse) {
+    fuse_frame_windows(all, constants, is_constant, output_slots);
+    fuse_layer_norm_relu(all, output_slots);
+  }
   // Liveness: the last step reading each non-constant, non-output value.
   std::vector<int> last(slots, -1);
   for (size_t i = 0; i < all.size(); ++i)

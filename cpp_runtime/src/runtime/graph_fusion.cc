@@ -9,6 +9,38 @@
 namespace ondevice {
 namespace {
 
+// Which step computes each slot, and how many inputs read it (graph outputs
+// count as two readers, so that they are never fused away).
+struct Uses {
+  std::map<int, size_t> producer;
+  std::map<int, int> readers;
+  Uses(const std::vector<Step>& steps, const std::vector<int>& output_slots) {
+    for (size_t i = 0; i < steps.size(); ++i) {
+      for (int s : steps[i].outputs)
+        if (s >= 0) producer[s] = i;
+      for (int s : steps[i].inputs)
+        if (s >= 0) readers[s]++;
+    }
+    for (int s : output_slots) readers[s] += 2;
+  }
+  // The step that makes `slot`, if its op is `op` and `slot` has one reader.
+  Step* sole_product(std::vector<Step>& steps, int slot, const char* op) {
+    auto p = producer.find(slot);
+    if (p == producer.end() || readers[slot] != 1) return nullptr;
+    Step& st = steps[p->second];
+    return st.op == op ? &st : nullptr;
+  }
+};
+
+// Removes the steps marked in `drop`.
+void drop_steps(std::vector<Step>& steps, const std::vector<bool>& drop) {
+  std::vector<Step> kept;
+  kept.reserve(steps.size());
+  for (size_t i = 0; i < steps.size(); ++i)
+    if (!drop[i]) kept.push_back(std::move(steps[i]));
+  steps = std::move(kept);
+}
+
 // The single int64 value of a constant 1-element tensor, or false.
 bool constant_scalar(const std::vector<Tensor>& constants, const std::vector<bool>& is_constant, int slot,
                      int64_t& v) {
@@ -25,21 +57,8 @@ bool constant_scalar(const std::vector<Tensor>& constants, const std::vector<boo
 
 size_t fuse_frame_windows(std::vector<Step>& steps, const std::vector<Tensor>& constants,
                           const std::vector<bool>& is_constant, const std::vector<int>& output_slots) {
-  std::map<int, size_t> producer;
-  std::map<int, int> readers;
-  for (size_t i = 0; i < steps.size(); ++i) {
-    for (int s : steps[i].outputs)
-      if (s >= 0) producer[s] = i;
-    for (int s : steps[i].inputs)
-      if (s >= 0) readers[s]++;
-  }
-  for (int s : output_slots) readers[s] += 2;  // never fused away
-  auto sole_product = [&](int slot, const char* op) -> Step* {
-    auto p = producer.find(slot);
-    if (p == producer.end() || readers[slot] != 1) return nullptr;
-    Step& st = steps[p->second];
-    return st.op == op ? &st : nullptr;
-  };
+  Uses uses(steps, output_slots);
+  auto sole_product = [&](int slot, const char* op) { return uses.sole_product(steps, slot, op); };
   std::vector<bool> drop(steps.size(), false);
   size_t fused = 0;
   for (size_t m = 0; m < steps.size(); ++m) {
@@ -87,12 +106,25 @@ size_t fuse_frame_windows(std::vector<Step>& steps, const std::vector<Tensor>& c
     mm.op = "ondevice.BitPlaneMatMul (frame windows)";
     ++fused;
   }
-  if (fused == 0) return 0;
-  std::vector<Step> kept;
-  kept.reserve(steps.size());
-  for (size_t i = 0; i < steps.size(); ++i)
-    if (!drop[i]) kept.push_back(std::move(steps[i]));
-  steps = std::move(kept);
+  if (fused > 0) drop_steps(steps, drop);
+  return fused;
+}
+
+size_t fuse_layer_norm_relu(std::vector<Step>& steps, const std::vector<int>& output_slots) {
+  Uses uses(steps, output_slots);
+  std::vector<bool> drop(steps.size(), false);
+  size_t fused = 0;
+  for (size_t r = 0; r < steps.size(); ++r) {
+    Step& relu = steps[r];
+    if (relu.op != "Relu" || relu.inputs.size() != 1 || relu.inputs[0] < 0 || relu.outputs.size() != 1) continue;
+    Step* ln = uses.sole_product(steps, relu.inputs[0], "LayerNormalization");
+    if (ln == nullptr || ln->outputs.empty() || !ops::fuse_relu_into_layer_norm(*ln->kernel)) continue;
+    ln->outputs = {relu.outputs[0]};  // the Mean / InvStdDev outputs are refused by the kernel
+    ln->op = "LayerNormalization + Relu";
+    drop[r] = true;
+    ++fused;
+  }
+  if (fused > 0) drop_steps(steps, drop);
   return fused;
 }
 

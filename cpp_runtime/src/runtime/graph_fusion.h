@@ -21,4 +21,11 @@ namespace ondevice {
 size_t fuse_frame_windows(std::vector<Step>& steps, const std::vector<Tensor>& constants,
                           const std::vector<bool>& is_constant, const std::vector<int>& output_slots);
 
+// LayerNormalization -> Relu becomes one step that normalizes and clamps in
+// one pass (ops::fuse_relu_into_layer_norm): the speech model's feature
+// encoder has one per convolution. Matches when the normalization's output
+// has the Relu as its only reader and is not a graph output. Returns the
+// number of pairs fused.
+size_t fuse_layer_norm_relu(std::vector<Step>& steps, const std::vector<int>& output_slots);
+
 }  // namespace ondevice
