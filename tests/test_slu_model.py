@@ -3,6 +3,7 @@ of the whole recipe (corpus -> vq-wav2vec -> BERT -> teacher -> KD -> BCQ -> ONN
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -309,6 +310,16 @@ def test_tiny_recipe_end_to_end(tmp_path):
     before = (run / "onnx" / "manifest.json").read_bytes()
     run_stages(cfg)
     assert (run / "onnx" / "manifest.json").read_bytes() == before
+    # a warm restart: another run continues fine-tuning from this run's checkpoint
+    run2 = tmp_path / "run2"
+    run2.mkdir()
+    for name in ("tokenizer.pt", "tokens.npz", "teacher.pt", "bert_mlm.pt", "bert_kd1.pt"):
+        shutil.copy(run / name, run2 / name)
+    again = dataclasses.replace(cfg, out=str(run2), variants=("both",), finetune_from=str(run / "ft_both.pt"))
+    with pytest.raises(ConfigError, match="finetune_from"):
+        run_stages(dataclasses.replace(again, finetune_from=str(run / "missing.pt")), ("finetune",))
+    run_stages(again, ("finetune",))
+    assert json.loads((run2 / "ft_both.json").read_text())["from"] == str(run / "ft_both.pt")
     wav = sorted((tmp_path / "c" / "test").glob("*.wav"))[0]
     assert main(["understand", "--model", str(run / "onnx"), "--backend", "onnxruntime", "--json", str(wav)]) == 0
     # the export lists the speed ensemble; --one-pass and the benchmark's one-pass rows skip it

@@ -52,6 +52,8 @@ class SLUTrainConfig:
     kd1_steps: int = 1500
     finetune_epochs: int = 6
     finetune_lr: float = 1e-3
+    finetune_from: str = ""       # a fine-tuned checkpoint (a run's ft_*.pt) every variant continues from, with
+    #                               its schedule restarted (warm restart), instead of the MLM/stage-1 BERT
     warp: float = 0.15            # time-warp augmentation while fine-tuning (distill.time_warp)
     kd_weight: float = 0.1        # stage-2 L1(student, teacher logits) weight (1.0 drowned the CE: docs/slu-model.md)
     variants: tuple = ("none", "stage1", "stage2", "both")
@@ -292,13 +294,15 @@ def stage_finetune(run: Run) -> None:
         copies = speed_copies(run, load_tokenizer(run.path("tokenizer.pt")).tokenize, "tokens_speed.npz")
     for variant in todo:
         run.log(f"fine-tuning variant {variant}")
-        bert = load_bert(run.path(start[variant]), run.model_cfg)
+        init = Path(run.cfg.finetune_from) if run.cfg.finetune_from else run.path(start[variant])
+        run.log(f"fine-tuning from {init}")
+        bert = load_bert(init, run.model_cfg)
         bert, history = finetune(bert, tokens["train"], train.labels,
                                  teacher_logits if variant in KD_LOGIT_VARIANTS else None,
                                  (tokens["valid"], valid.labels), epochs=run.cfg.finetune_epochs,
                                  lr=run.cfg.finetune_lr, kd_weight=run.cfg.kd_weight, seed=run.cfg.seed,
                                  log=run.log, warp=run.cfg.warp, copies=copies)
-        result = {"speed_copies": check_speed_copies(run.cfg.speed_copies),
+        result = {"speed_copies": check_speed_copies(run.cfg.speed_copies), "from": str(init),
                   "valid": evaluate(bert, tokens["valid"], valid.labels),
                   "test": evaluate(bert, tokens["test"], test.labels, test.heldout_phrasing),
                   "history": history}
@@ -381,6 +385,8 @@ def run_stages(cfg: SLUTrainConfig, stages: tuple[str, ...] = STAGES) -> Run:
     if unknown:
         raise ConfigError(f"unknown stage(s) {', '.join(sorted(unknown))}; stages: {', '.join(STAGES)}")
     check_speed_copies(cfg.speed_copies)  # before hours of earlier stages
+    if "finetune" in stages and cfg.finetune_from and not Path(cfg.finetune_from).is_file():
+        raise ConfigError(f"finetune_from: no checkpoint at {cfg.finetune_from}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     run = Run(cfg)
