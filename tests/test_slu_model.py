@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import shutil
 from pathlib import Path
@@ -318,8 +319,20 @@ def test_tiny_recipe_end_to_end(tmp_path):
     again = dataclasses.replace(cfg, out=str(run2), variants=("both",), finetune_from=str(run / "ft_both.pt"))
     with pytest.raises(ConfigError, match="finetune_from"):
         run_stages(dataclasses.replace(again, finetune_from=str(run / "missing.pt")), ("finetune",))
-    run_stages(again, ("finetune",))
-    assert json.loads((run2 / "ft_both.json").read_text())["from"] == str(run / "ft_both.pt")
+    run_stages(dataclasses.replace(again, finetune_cycles=2), ("finetune",))
+    result = json.loads((run2 / "ft_both.json").read_text())
+    assert result["from"] == str(run / "ft_both.pt") and result["cycles"] == 2
+    assert [e["cycle"] for e in result["history"]] == [1, 2]  # one epoch per cycle
+    # each cycle is kept: a run stopped after its last cycle resumes without training again
+    (run2 / "ft_both.json").unlink()
+    weights = (run2 / "ft_both.pt").read_bytes()
+    run_stages(dataclasses.replace(again, finetune_cycles=2), ("finetune",))
+    assert json.loads((run2 / "ft_both.json").read_text())["history"] == result["history"]
+    before_w = torch.load(io.BytesIO(weights), weights_only=False)["bert"]
+    after_w = torch.load(run2 / "ft_both.pt", weights_only=False)["bert"]
+    assert before_w.keys() == after_w.keys() and all(torch.equal(before_w[k], after_w[k]) for k in before_w)
+    with pytest.raises(ConfigError, match="finetune_cycles"):
+        run_stages(dataclasses.replace(again, finetune_cycles=0), ("finetune",))
     wav = sorted((tmp_path / "c" / "test").glob("*.wav"))[0]
     assert main(["understand", "--model", str(run / "onnx"), "--backend", "onnxruntime", "--json", str(wav)]) == 0
     # the export lists the speed ensemble; --one-pass and the benchmark's one-pass rows skip it

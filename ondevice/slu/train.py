@@ -52,6 +52,8 @@ class SLUTrainConfig:
     kd1_steps: int = 1500
     finetune_epochs: int = 6
     finetune_lr: float = 1e-3
+    finetune_cycles: int = 1      # the fine-tuning schedule (finetune_epochs) run this many times in a row, each
+    #                               cycle from the previous one's best weights (warm restarts; docs/slu-model.md)
     finetune_from: str = ""       # a fine-tuned checkpoint (a run's ft_*.pt) every variant continues from, with
     #                               its schedule restarted (warm restart), instead of the MLM/stage-1 BERT
     warp: float = 0.15            # time-warp augmentation while fine-tuning (distill.time_warp)
@@ -295,14 +297,31 @@ def stage_finetune(run: Run) -> None:
     for variant in todo:
         run.log(f"fine-tuning variant {variant}")
         init = Path(run.cfg.finetune_from) if run.cfg.finetune_from else run.path(start[variant])
-        run.log(f"fine-tuning from {init}")
-        bert = load_bert(init, run.model_cfg)
-        bert, history = finetune(bert, tokens["train"], train.labels,
-                                 teacher_logits if variant in KD_LOGIT_VARIANTS else None,
-                                 (tokens["valid"], valid.labels), epochs=run.cfg.finetune_epochs,
-                                 lr=run.cfg.finetune_lr, kd_weight=run.cfg.kd_weight, seed=run.cfg.seed,
-                                 log=run.log, warp=run.cfg.warp, copies=copies)
-        result = {"speed_copies": check_speed_copies(run.cfg.speed_copies), "from": str(init),
+        history: list[dict] = []
+        bert = None
+        for cycle in range(1, run.cfg.finetune_cycles + 1):
+            # each finished cycle is kept, so that a stopped run resumes at the next one
+            done = run.path(f"ft_{variant}.cycle{cycle}.pt")
+            if run.cfg.finetune_cycles > 1 and done.exists():
+                saved = load_torch(done)
+                init, history, bert = done, saved["history"], None
+                continue
+            run.log(f"fine-tuning from {init}" + (f" (cycle {cycle}/{run.cfg.finetune_cycles})"
+                                                  if run.cfg.finetune_cycles > 1 else ""))
+            bert = load_bert(init, run.model_cfg)
+            bert, h = finetune(bert, tokens["train"], train.labels,
+                               teacher_logits if variant in KD_LOGIT_VARIANTS else None,
+                               (tokens["valid"], valid.labels), epochs=run.cfg.finetune_epochs,
+                               lr=run.cfg.finetune_lr, kd_weight=run.cfg.kd_weight, seed=run.cfg.seed,
+                               log=run.log, warp=run.cfg.warp, copies=copies)
+            history += [{**e, "cycle": cycle} for e in h]
+            if run.cfg.finetune_cycles > 1:
+                save_torch(done, {"config": run.model_cfg.to_dict(), "bert": bert.state_dict(), "history": history})
+                init = done
+        if bert is None:  # every cycle was done before
+            bert = load_bert(init, run.model_cfg)
+        result = {"speed_copies": check_speed_copies(run.cfg.speed_copies),
+                  "from": run.cfg.finetune_from or start[variant], "cycles": run.cfg.finetune_cycles,
                   "valid": evaluate(bert, tokens["valid"], valid.labels),
                   "test": evaluate(bert, tokens["test"], test.labels, test.heldout_phrasing),
                   "history": history}
@@ -387,6 +406,8 @@ def run_stages(cfg: SLUTrainConfig, stages: tuple[str, ...] = STAGES) -> Run:
     check_speed_copies(cfg.speed_copies)  # before hours of earlier stages
     if "finetune" in stages and cfg.finetune_from and not Path(cfg.finetune_from).is_file():
         raise ConfigError(f"finetune_from: no checkpoint at {cfg.finetune_from}")
+    if isinstance(cfg.finetune_cycles, bool) or not isinstance(cfg.finetune_cycles, int) or cfg.finetune_cycles < 1:
+        raise ConfigError(f"finetune_cycles must be a positive integer, got {cfg.finetune_cycles!r}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     run = Run(cfg)
