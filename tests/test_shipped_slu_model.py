@@ -65,3 +65,18 @@ def test_default_understander_is_the_shipped_model(card):
     assert Understander(None, threads=1).manifest["model_kind"] == "slu-intent"
     m = json.loads((MODEL / "onnx" / "manifest.json").read_text())
     assert m["quantized"] and m["training"]["average_bits"] <= 3.0
+
+
+def test_card_readme_is_rendered_from_card_json(card):
+    """The README is what ``render_readme`` makes of card.json (numbers edited by hand would drift
+    from the measured ones); a fine-tuning in cycles is described as such, with the command that
+    repeats it."""
+    from ondevice.slu.card import render_readme
+
+    assert (MODEL / "README.md").read_text(encoding="utf-8") == render_readme(card)
+    cycled = render_readme({**card, "shipped_epochs": 120, "shipped_cycles": 3})
+    assert "3 cycles of 40 epochs" in cycled
+    assert "--set finetune_epochs=40 --set finetune_cycles=3 " in cycled
+    single = render_readme({**card, "shipped_epochs": 40, "shipped_cycles": 1})
+    train_line = next(line for line in single.splitlines() if "--set finetune_epochs=" in line)
+    assert "40 epochs" in single and "--set finetune_epochs=40 --set 'speed_copies" in train_line

@@ -74,6 +74,7 @@ def write_slu_model(run_dir: str | os.PathLike, out_dir: str | os.PathLike, corp
         "ablation": {v: r["test"] for v, r in ablation.items()},
         "ablation_epochs": [h["epoch"] for h in next(iter(ablation.values()))["history"]][-1],
         "shipped_epochs": len(ft["history"]),
+        "shipped_cycles": ft.get("cycles", 1),
         "teacher": teacher_acc,
         "corpus_generator": _corpus_generator(corpus),
     }
@@ -91,6 +92,14 @@ def _corpus_generator(corpus: str | os.PathLike) -> str | None:
         return json.loads((Path(corpus) / "config.json").read_text(encoding="utf-8")).get("generator")
     except (OSError, ValueError, AttributeError):
         return None
+
+
+def _epochs(c: dict[str, Any]) -> str:
+    """The shipped fine-tuning's length: "40 epochs", or "3 cycles of 40 epochs"."""
+    cycles = c.get("shipped_cycles", 1)
+    if cycles > 1:
+        return f"{cycles} cycles of {c['shipped_epochs'] // cycles} epochs"
+    return f"{c['shipped_epochs']} epochs"
 
 
 def render_readme(c: dict[str, Any]) -> str:
@@ -112,7 +121,7 @@ def render_readme(c: dict[str, Any]) -> str:
         f"| text teacher on the transcripts (reference) | {_pct(c['teacher']['test']['intent_accuracy'])} | "
         f"{_pct(c['teacher']['test']['seen_phrasing_intent_accuracy'])} | "
         f"{_pct(c['teacher']['test']['heldout_phrasing_intent_accuracy'])} |",
-        f"| fp32 speech model ({tr['variant']}, {c['shipped_epochs']} epochs) | {_pct(fp['intent_accuracy'])} | "
+        f"| fp32 speech model ({tr['variant']}, {_epochs(c)}) | {_pct(fp['intent_accuracy'])} | "
         f"{_pct(fp['seen_phrasing_intent_accuracy'])} | {_pct(fp['heldout_phrasing_intent_accuracy'])} |",
         f"| BCQ, {'the BERT not retrained (front end retrained, below)' if (tr.get('front_end_retraining') or {}).get('steps') else 'no retraining (PTQ)'} | "
         f"{_pct(tr['ptq_test']['intent_accuracy'])} | "
@@ -200,33 +209,42 @@ def render_readme(c: dict[str, Any]) -> str:
               f"(measured) - {_pct(reg['tolerance'])} points, with both the native runtime and onnxruntime, and "
               "the size above.", "",
               "## Reproduce", "",
-              "The shipped model is trained on corpus version 3 (docs/slu-data.md) in one run, `runs/slu-v4` "
-              "(session 10): every stage with the defaults except the fine-tuning, which trains the stage-1 "
-              f"variant alone for {c['shipped_epochs']} epochs with speed copies at "
-              f"{', '.join(str(r) for r in tr.get('speed_copies', []))} Hz; then quantized (front-end retraining, "
-              f"BERT retrained {tr['qat_epochs']} epochs with fake quantization, export with the speed ensemble). "
-              "The stage-1 variant was chosen by validation accuracy in the corpus-version-1 ablation without time "
-              "warp (`ablation-v1-nowarp.json`). The ablation table above is the corpus-version-3 run `runs/slu-v3` "
-              "(every stage up to the ablation's fine-tunings, with the defaults). Logs and stage outputs in "
-              "`training/`: `runs-slu-v4.log` + `quantized.json` (the shipped model); `runs-slu-v3.log`, "
-              "`runs-slu-v3-ablation.log` + `ablation.json` (the ablation); the model shipped in sessions 8-9 "
-              "(the same recipe in two runs, 32 epochs, speed copies at 15000, 17000 Hz): `runs-slu-v3-ship.log`, "
-              "`runs-slu-v3-quantize.log` + `quantized-v3.json`, and its quantization with the BERT's convolutions "
-              "at 2 bits, `quantized-bert-conv2.json`; corpus version 1: `runs-slu-v1.log`, "
+              "The shipped model is trained on corpus version 3 (docs/slu-data.md): every stage with the defaults "
+              f"except the fine-tuning, which trains the stage-1 variant alone, {_epochs(c)}, with speed copies at "
+              f"{', '.join(str(r) for r in tr.get('speed_copies', []))} Hz"
+              + (" (each cycle a warm restart of the schedule from the previous cycle's best validation epoch: "
+                 "`finetune_cycles`)" if c.get("shipped_cycles", 1) > 1 else "")
+              + f"; then quantized (front-end retraining, BERT retrained {tr['qat_epochs']} epochs with fake "
+              "quantization, export with the speed ensemble). It ran as four chained runs: `runs/slu-v4` (every "
+              "stage and the first cycle; session 10), then in session 11 `runs/slu-v5`, `runs/slu-v6`, "
+              "`runs/slu-v7` (one cycle each, `--set finetune_from=` the previous run's `ft_stage1.pt`; the "
+              "quantization in `runs/slu-v7`, whose `ft_stage1.json` joins the four cycles' histories): what "
+              "`finetune_cycles=4` does in one run. The stage-1 variant was chosen by validation accuracy in the "
+              "corpus-version-1 ablation without time warp (`ablation-v1-nowarp.json`). The ablation table above is "
+              "the corpus-version-3 run `runs/slu-v3` (every stage up to the ablation's fine-tunings, with the "
+              "defaults). Logs and stage outputs in `training/`: `runs-slu-v4.log`, `runs-slu-v5.log`, "
+              "`runs-slu-v6.log`, `runs-slu-v7.log` + `ft_stage1.json` + `quantized.json` (the shipped model; "
+              "`quantized-v4.json`: the model shipped in session 10, the first cycle alone; `valid6k-v*.json`: "
+              "the models compared on 6,000 validation utterances); `runs-slu-v3.log`, `runs-slu-v3-ablation.log` + "
+              "`ablation.json` (the ablation); the model shipped in sessions 8-9 (32 epochs, speed copies at 15000, 17000 Hz): "
+              "`runs-slu-v3-ship.log`, `runs-slu-v3-quantize.log` + `quantized-v3.json`, and its quantization with "
+              "the BERT's convolutions at 2 bits, `quantized-bert-conv2.json`; corpus version 1: `runs-slu-v1.log`, "
               "`runs-slu-v1-ablation.log` + `ablation-v1.json`, `runs-slu-v1-bert-nowarp.log` + "
               "`ablation-v1-nowarp.json`, `runs-slu-v1-ship.log` (the model shipped before session 7).", "",
               "    ondevice data slu --out data/slu --workers 2                       # version 3, ~10-25 min",
-              "    ondevice train slu --corpus data/slu --out runs/slu-v4 \\",
+              f"    # the shipped model, ~{1.1 + 0.4 * c.get('shipped_cycles', 1):.1f} h on 2 cores",
+              "    ondevice train slu --corpus data/slu --out runs/slu \\",
               "        --stages vq,tokens,bert,teacher,kd1,finetune,quantize \\",
               "        --set 'variants=[\"stage1\"]' --set ship_variant=stage1 \\",
-              f"        --set finetune_epochs={c['shipped_epochs']} "
-              f"--set 'speed_copies={json.dumps(tr.get('speed_copies', []), separators=(',', ':'))}'  # ~1.5 h",
+              f"        --set finetune_epochs={c['shipped_epochs'] // c.get('shipped_cycles', 1)} "
+              + (f"--set finetune_cycles={c['shipped_cycles']} " if c.get("shipped_cycles", 1) > 1 else "")
+              + f"--set 'speed_copies={json.dumps(tr.get('speed_copies', []), separators=(',', ':'))}'",
               "    ondevice train slu --corpus data/slu --out runs/slu-v3 --stages vq,tokens,bert,teacher,kd1,finetune"
               "  # the ablation",
-              "    ondevice export slu --run runs/slu-v4 --ablation-run runs/slu-v3 --corpus data/slu \\",
+              "    ondevice export slu --run runs/slu --ablation-run runs/slu-v3 --corpus data/slu \\",
               "        --out models/slu-intent-bcq --bench 100                        # measures this card",
               "    ondevice eval slu --corpus data/slu --split test [--one-pass]      # the shipped rows above",
-              "    ondevice bench understand --corpus data/slu --torch-run runs/slu-v4 \\",
+              "    ondevice bench understand --corpus data/slu --torch-run runs/slu \\",
               "        --out benchmarks/slu-latency                                   # the latency table",
               ""]
     return "\n".join(lines)
