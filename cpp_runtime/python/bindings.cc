@@ -396,5 +396,6 @@ NB_MODULE(_core, m) {
       .def("profile", [](const PyUnderstander& u) { return profile_list(u.get().profile()); })
       .def("pool_stats", [](const PyUnderstander& u) { return stats_dict(u.get().pool_stats()); });
   m.attr("TILE_ROWS") = kTileRows;
+  m.attr("UNDERSTANDER_POOL_KEEP_BYTES") = kUnderstanderPoolKeepBytes;
   m.attr("FORMAT_VERSION") = nb::make_tuple(kFormatVersionMajor, kFormatVersionMinor);
 }

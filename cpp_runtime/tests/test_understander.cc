@@ -280,9 +280,15 @@ TEST(understander_results_are_consistent_and_deterministic) {
   // Silence is accepted (the model's guess); so are the shortest input and constant input.
   CHECK(u.understand(std::vector<float>(16000, 0.0f)).slots.size() == 3);
   CHECK(u.understand(std::vector<float>(size_t(u.min_samples()), 0.25f)).slots.size() == 3);
-  // Buffers go back after each call: the pool holds nothing between calls.
+  // Between calls the pool keeps a short utterance's buffers (the next call allocates nothing new)
+  // and nothing after a call that left more than kUnderstanderPoolKeepBytes.
   u.understand(test_audio(2.0, 1));
-  CHECK_MSG(u.pool_stats().bytes_held == 0, u.pool_stats().bytes_held << " bytes held");
+  const BufferPool::Stats kept = u.pool_stats();
+  CHECK_MSG(kept.bytes_held > 0 && kept.bytes_held <= kUnderstanderPoolKeepBytes, kept.bytes_held << " bytes held");
+  u.understand(test_audio(2.0, 2));
+  CHECK(u.pool_stats().heap_allocations == kept.heap_allocations && u.pool_stats().bytes_held == kept.bytes_held);
+  u.understand(test_audio(20.0, 3));
+  CHECK_MSG(u.pool_stats().bytes_held == 0, u.pool_stats().bytes_held << " bytes held after 20 s");
 }
 
 TEST(understander_decodes_jointly_over_the_manifests_intents) {

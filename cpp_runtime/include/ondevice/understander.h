@@ -95,6 +95,11 @@ struct IntentResult {
   const SlotPrediction& location() const { return slots.at(2); }
 };
 
+// Bytes of activation buffers an Understander keeps pooled between calls
+// (pool_stats()): a 2 s utterance leaves ~17 MB, so up to ~7 s of audio the
+// next call allocates nothing; more, and the call frees them all.
+constexpr size_t kUnderstanderPoolKeepBytes = size_t(64) << 20;
+
 class Understander {
  public:
   using Result = IntentResult;
@@ -135,6 +140,8 @@ class Understander {
 
   void enable_profiling(bool on);
   std::vector<Executor::OpTime> profile() const;
+  // The activation buffers' pool: kept between calls up to
+  // kUnderstanderPoolKeepBytes, emptied after a call that leaves more.
   BufferPool::Stats pool_stats() const;
 
  private:
