@@ -10,6 +10,7 @@ import subprocess
 import wave
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ondevice.errors import DataError, OndeviceError
@@ -21,6 +22,8 @@ from ondevice.slu.phrasings import expand, heldout_phrasings, inventory, phrasin
 HAVE_ESPEAK = shutil.which("espeak-ng") is not None
 HAVE_SOX = shutil.which("sox") is not None
 HAVE_FLITE = shutil.which("flite") is not None
+HAVE_FESTIVAL = shutil.which("text2wave") is not None and all(
+    synth.festival_voice_dir(v) is not None for v in synth.FESTIVAL_VOICES)
 needs_render = pytest.mark.skipif(not (HAVE_ESPEAK and HAVE_SOX), reason="espeak-ng and sox are not installed")
 
 # FSC's 31 intents as its label files spell them.
@@ -130,6 +133,52 @@ def test_split_by_voice_is_disjoint_on_every_axis():
     assert not all_variants & set(synth.ESPEAK_EXCLUDED_VARIANTS)
     assert {b for s in corpus.SPLITS for b in corpus.ESPEAK_BASE_SPLIT[s]} == set(synth.ESPEAK_BASES)
     assert {n for s in corpus.SPLITS for n in corpus.FLITE_SPLIT[s]} == set(synth.FLITE_VOICES)
+    festival = {s: {v.name for v in sets[s] if v.engine == synth.FESTIVAL} for s in corpus.SPLITS}
+    assert festival == {"train": set(synth.FESTIVAL_VOICES), "valid": set(), "test": set()}
+
+
+def test_festival_respeaks_training_utterances_and_changes_nothing_else():
+    """Version 4 = version 3 with ~15 % of the training utterances re-spoken by festival: same text,
+    intent and augmentation; every other utterance (valid and test entirely) is exactly version 3's."""
+    v3, v4 = ("espeak-ng", "flite"), ("espeak-ng", "flite", "festival")
+    train = [(corpus.utterance_spec(0, "train", i, v3), corpus.utterance_spec(0, "train", i, v4)) for i in range(600)]
+    respoken = [(a, b) for a, b in train if a != b]
+    assert all(b.job.voice.engine == synth.FESTIVAL for _, b in respoken)
+    assert all(b.job.voice.engine != synth.FESTIVAL for a, b in train if a == b)
+    assert 0.1 < len(respoken) / len(train) < 0.2  # P_FESTIVAL["train"] = 0.15
+    assert {b.job.voice.name for _, b in respoken} == set(synth.FESTIVAL_VOICES)
+    for a, b in respoken:
+        assert (a.intent, a.phrasing, a.job.text, a.job.aug) == (b.intent, b.phrasing, b.job.text, b.job.aug)
+        assert b.job.timbre is None and corpus.FLITE_RATE[0] <= b.job.rate <= corpus.FLITE_RATE[1]
+    for split in ("valid", "test"):
+        assert all(corpus.utterance_spec(0, split, i, v3) == corpus.utterance_spec(0, split, i, v4)
+                   for i in range(300))
+    only = [corpus.utterance_spec(0, "train", i, ("festival",)) for i in range(20)]
+    assert {s.job.voice.engine for s in only} == {synth.FESTIVAL}
+    with pytest.raises(DataError, match="test split has no voice"):
+        corpus.utterance_spec(0, "test", 0, engines=("festival",))
+
+
+@pytest.mark.skipif(not (HAVE_FESTIVAL and HAVE_SOX), reason="festival (and its voices) or sox not installed")
+def test_festival_voices_render_16k_speech_at_the_asked_rate():
+    durations = {}
+    for name in synth.FESTIVAL_VOICES:
+        for rate in (135, 215):
+            job = synth.RenderJob("turn the lights on in the kitchen", synth.Voice.festival(name), rate, 70,
+                                  synth.Augmentation(lead_s=0.0, trail_s=0.0))
+            x = synth.render(job)
+            assert x.dtype == np.int16 and synth.speech_power(x.astype(np.float64)) > 1.0
+            durations[name, rate] = len(x) / synth.SAMPLE_RATE
+        assert durations[name, 135] > 1.3 * durations[name, 215], name  # Duration_Stretch took effect
+    with pytest.raises(DataError, match="unknown festival voice"):
+        synth.render(synth.RenderJob("hello", synth.Voice.festival("nope"), 170, 50, synth.Augmentation()))
+
+
+def test_missing_festival_voices_raise_data_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(synth, "FESTIVAL_VOICE_ROOT", str(tmp_path))
+    monkeypatch.setattr(synth.shutil, "which", lambda tool: f"/usr/bin/{tool}")
+    with pytest.raises(DataError, match="festvox-kdlpc16k"):
+        synth.check_tools(("festival",))
 
 
 @pytest.mark.skipif(not HAVE_ESPEAK, reason="espeak-ng is not installed")
@@ -159,7 +208,7 @@ def test_specs_are_deterministic_balanced_and_respect_the_split():
     train = [corpus.utterance_spec(0, "train", i) for i in range(200)]
     assert not any(s.phrasing.heldout for s in train)
     assert all(s.job.voice in set(corpus.voices("train")) for s in train)
-    assert {s.job.voice.engine for s in train} == {"espeak-ng", "flite"}
+    assert {s.job.voice.engine for s in train} == {"espeak-ng", "flite", "festival"}
     only = [corpus.utterance_spec(0, "valid", i, engines=("espeak-ng",)) for i in range(40)]
     assert {s.job.voice.engine for s in only} == {"espeak-ng"}
 
@@ -184,8 +233,10 @@ def test_missing_tools_raise_data_error(monkeypatch, tmp_path):
     with pytest.raises(DataError, match="apt-get install") as e:
         corpus.generate_corpus(tmp_path / "c", {"train": 1, "valid": 0, "test": 0})
     assert isinstance(e.value, OndeviceError) and isinstance(e.value, ValueError)
-    with pytest.raises(DataError, match="unknown TTS engine"):
+    with pytest.raises(DataError, match="festvox-kdlpc16k"):
         synth.check_tools(("festival",))
+    with pytest.raises(DataError, match="unknown TTS engine"):
+        synth.check_tools(("mbrola",))
 
 
 def test_a_tool_timeout_is_retried_once(monkeypatch):
@@ -227,7 +278,7 @@ FIELDS = {"id", "path", "transcript", "intent", "action", "object", "location", 
 
 
 def _engines():
-    return ("espeak-ng", "flite") if HAVE_FLITE else ("espeak-ng",)
+    return ("espeak-ng",) + (("flite",) if HAVE_FLITE else ()) + (("festival",) if HAVE_FESTIVAL else ())
 
 
 def _files(root: Path) -> dict[str, bytes]:
