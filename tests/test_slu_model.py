@@ -287,7 +287,7 @@ def test_tiny_recipe_end_to_end(tmp_path):
     from ondevice.slu.train import SLUTrainConfig, run_stages
 
     if not all(shutil.which(t) for t in ("espeak-ng", "sox")):
-        pytest.fail("espeak-ng and sox are required (tests/install_system_deps.sh installs them)")
+        pytest.fail("espeak-ng and sox are required (scripts/install_system_deps.sh installs them)")
     corpus.generate_corpus(tmp_path / "c", {"train": 24, "valid": 6, "test": 6}, seed=3,
                            engines=("espeak-ng",), progress=False)
     cfg = SLUTrainConfig(corpus=str(tmp_path / "c"), out=str(tmp_path / "run"), model=TINY, vq_steps=4, vq_batch=4,
@@ -384,7 +384,7 @@ def test_split_cache_survives_subsets_and_concurrent_loaders(tmp_path):
     from ondevice.slu.dataset import load_split
 
     if not shutil.which("espeak-ng") or not shutil.which("sox"):
-        pytest.fail("espeak-ng and sox are required (tests/install_system_deps.sh installs them)")
+        pytest.fail("espeak-ng and sox are required (scripts/install_system_deps.sh installs them)")
     root = tmp_path / "c"
     corpus.generate_corpus(root, {"train": 0, "valid": 0, "test": 4}, seed=1, engines=("espeak-ng",),
                            progress=False)

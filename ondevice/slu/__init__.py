@@ -3,7 +3,7 @@
 Data (docs/slu-data.md):
     intents     the 31 FSC intents and the slot vocabularies
     phrasings   natural phrasings of each intent as templates (seen / held-out, direct / indirect)
-    synth       espeak-ng / flite TTS + sox effects + noise at an SNR -> 16 kHz mono WAV
+    synth       espeak-ng / flite / festival TTS + sox effects + noise at an SNR -> 16 kHz mono WAV
     corpus      voices split three ways, deterministic per-utterance sampling, manifests, data card
 
 ``generate_corpus(out_dir, sizes, seed=0, workers=1)`` is what ``ondevice data slu`` runs.

@@ -173,16 +173,20 @@ def check_tools(engines: tuple[str, ...] = ENGINES) -> dict[str, str]:
     need = {"sox": "sox libsox-fmt-all"}
     need.update({ENGINE_TOOLS[e]: ENGINE_PACKAGES[e] for e in engines})
     missing = [tool for tool in need if shutil.which(tool) is None]
-    if FESTIVAL in engines and "text2wave" not in missing:
+    problems = []
+    if missing:
+        problems.append(f"{', '.join(missing)} not found on PATH")
+    if FESTIVAL in engines:
         absent = [v for v in FESTIVAL_VOICES if festival_voice_dir(v) is None]
         if absent:
-            raise DataError(f"festival lacks the voice(s) {', '.join(absent)}: install them with `sudo apt-get "
-                            f"install {ENGINE_PACKAGES[FESTIVAL]}` (or scripts/install_system_deps.sh)")
-    if missing:
-        pkgs = " ".join(need[t] for t in missing)
-        raise DataError(f"{', '.join(missing)} not found on PATH: the SLU corpus is rendered with the Debian "
-                        f"packages espeak-ng, flite, festival and sox; install them with "
-                        f"`sudo apt-get install {pkgs}` (or scripts/install_system_deps.sh)")
+            problems.append(f"festival lacks the voice(s) {', '.join(absent)}")
+            if "text2wave" not in missing:
+                missing.append("text2wave")  # its packages carry the voices
+    if problems:
+        pkgs = " ".join(dict.fromkeys(need[t] for t in missing))
+        raise DataError(f"{'; '.join(problems)}: the SLU corpus is rendered with the Debian packages espeak-ng, "
+                        f"flite, festival (+ voices) and sox; install them with `sudo apt-get install {pkgs}` "
+                        "(or scripts/install_system_deps.sh)")
     versions = {"sox": _tool_version(["sox", "--version"])}
     if ESPEAK in engines:
         versions[ESPEAK] = _tool_version([ESPEAK, "--version"])
@@ -224,6 +228,13 @@ def available_espeak_variants() -> set[str]:
 
 
 def _run(cmd: list[str], what: str, input_bytes: bytes | None = None, timeout: float = 120.0) -> bytes:
+    """The tool's stdout; DataError when it fails."""
+    return _run_full(cmd, what, input_bytes, timeout)[0]
+
+
+def _run_full(cmd: list[str], what: str, input_bytes: bytes | None = None,
+              timeout: float = 120.0) -> tuple[bytes, bytes]:
+    """The tool's (stdout, stderr); DataError when it fails."""
     # A timeout is retried once: the wall clock also runs while the whole job is suspended
     # (Ctrl-Z, SIGSTOP), which is no fault of the tool; a tool that really hangs times out twice.
     for attempt in (1, 2):
@@ -238,7 +249,7 @@ def _run(cmd: list[str], what: str, input_bytes: bytes | None = None, timeout: f
     if r.returncode != 0:
         err = r.stderr.decode("utf-8", "replace").strip()[-500:]
         raise DataError(f"{cmd[0]} failed to {what} (exit {r.returncode}): {err}")
-    return r.stdout
+    return r.stdout, r.stderr
 
 
 # ---------------------------------------------------------------------------------------- render
@@ -266,8 +277,12 @@ def _tts(job: RenderJob, wav_path: str) -> None:
         tempo = (f"(set! hts_engine_params (append hts_engine_params (list (list \"-r\" {1 / stretch:.4f}))))"
                  if v.name.endswith("_hts") else f"(Parameter.set 'Duration_Stretch {stretch:.4f})")
         # the text goes in on stdin: text2wave reads it as plain text (no Scheme quoting to escape)
-        _run(["text2wave", "-eval", f"(voice_{v.name})", "-eval", tempo, "-o", wav_path],
-             f"say {job.text!r} with {v.id}", input_bytes=job.text.encode("utf-8"))
+        # text2wave exits 0 after a Scheme error and writes no file: keep its stderr for the message
+        _, err = _run_full(["text2wave", "-eval", f"(voice_{v.name})", "-eval", tempo, "-o", wav_path],
+                           f"say {job.text!r} with {v.id}", input_bytes=job.text.encode("utf-8"))
+        if not os.path.exists(wav_path) or os.path.getsize(wav_path) <= 44:
+            raise DataError(f"festival produced no audio for {job.text!r} with voice {v.id}: "
+                            + (err.decode("utf-8", "replace").strip()[-300:] or "no message"))
     else:
         raise DataError(f"unknown TTS engine {v.engine!r}")
     if not os.path.exists(wav_path) or os.path.getsize(wav_path) <= 44:
