@@ -209,29 +209,34 @@ def render_readme(c: dict[str, Any]) -> str:
               f"(measured) - {_pct(reg['tolerance'])} points, with both the native runtime and onnxruntime, and "
               "the size above.", "",
               "## Reproduce", "",
-              "The shipped model is trained on corpus version 3 (docs/slu-data.md): every stage with the defaults "
-              f"except the fine-tuning, which trains the stage-1 variant alone, {_epochs(c)}, with speed copies at "
+              "The shipped model: every stage with the defaults on corpus version 3 (docs/slu-data.md) except the "
+              f"fine-tuning, which trains the stage-1 variant alone, {_epochs(c)}, with speed copies at "
               f"{', '.join(str(r) for r in tr.get('speed_copies', []))} Hz"
               + (" (each cycle a warm restart of the schedule from the previous cycle's best validation epoch: "
                  "`finetune_cycles`)" if c.get("shipped_cycles", 1) > 1 else "")
-              + f"; then quantized (front-end retraining, BERT retrained {tr['qat_epochs']} epochs with fake "
-              "quantization, export with the speed ensemble). It ran as four chained runs: `runs/slu-v4` (every "
-              "stage and the first cycle; session 10), then in session 11 `runs/slu-v5`, `runs/slu-v6`, "
-              "`runs/slu-v7` (one cycle each, `--set finetune_from=` the previous run's `ft_stage1.pt`; the "
-              "quantization in `runs/slu-v7`, whose `ft_stage1.json` joins the four cycles' histories): what "
-              "`finetune_cycles=4` does in one run. The stage-1 variant was chosen by validation accuracy in the "
-              "corpus-version-1 ablation without time warp (`ablation-v1-nowarp.json`). The ablation table above is "
-              "the corpus-version-3 run `runs/slu-v3` (every stage up to the ablation's fine-tunings, with the "
-              "defaults). Logs and stage outputs in `training/`: `runs-slu-v4.log`, `runs-slu-v5.log`, "
-              "`runs-slu-v6.log`, `runs-slu-v7.log` + `ft_stage1.json` + `quantized.json` (the shipped model; "
-              "`quantized-v4.json`: the model shipped in session 10, the first cycle alone; `valid6k-v*.json`: "
-              "the models compared on 6,000 validation utterances); `runs-slu-v3.log`, `runs-slu-v3-ablation.log` + "
+              + ", the last cycle on corpus version 4 (version 3 with festival re-speaking 15 % of the training "
+              f"utterances; same valid and test splits); then quantized on version 4 (front-end retraining, BERT "
+              f"retrained {tr['qat_epochs']} epochs with fake quantization, export with the speed ensemble). It ran "
+              "as five chained runs, each cycle continuing from the previous run's `ft_stage1.pt` (`--set "
+              "finetune_from=`): `runs/slu-v4` (every stage and the first cycle; session 10), `runs/slu-v5`, "
+              "`runs/slu-v6`, `runs/slu-v7` (session 11) on version 3, and `runs/slu-v8` (session 12: the tokens "
+              "of version 4 with the tokenizer, MLM and stage-1 BERTs and the teacher of `runs/slu-v7` copied in; "
+              "the quantization), whose `ft_stage1.json` joins the five cycles' histories. The command below "
+              "(`finetune_cycles=5` in one run on version 4) is the nearest single run, not the exact path: its "
+              "first four cycles would hear festival too. The stage-1 variant was chosen by validation accuracy "
+              "in the corpus-version-1 ablation without time warp (`ablation-v1-nowarp.json`). The ablation table "
+              "above is the corpus-version-3 run `runs/slu-v3` (every stage up to the ablation's fine-tunings, with "
+              "the defaults). Logs and stage outputs in `training/`: `runs-slu-v4.log` .. `runs-slu-v8.log` + "
+              "`ft_stage1.json` + `quantized.json` (the shipped model; `quantized-v7.json`: the model shipped in "
+              "session 11, four cycles on version 3; `quantized-v4.json`: the one shipped in session 10, the first "
+              "cycle alone; `valid6k-v*.json`: the models compared on 6,000 validation utterances); "
+              "`runs-slu-v3.log`, `runs-slu-v3-ablation.log` + "
               "`ablation.json` (the ablation); the model shipped in sessions 8-9 (32 epochs, speed copies at 15000, 17000 Hz): "
               "`runs-slu-v3-ship.log`, `runs-slu-v3-quantize.log` + `quantized-v3.json`, and its quantization with "
               "the BERT's convolutions at 2 bits, `quantized-bert-conv2.json`; corpus version 1: `runs-slu-v1.log`, "
               "`runs-slu-v1-ablation.log` + `ablation-v1.json`, `runs-slu-v1-bert-nowarp.log` + "
               "`ablation-v1-nowarp.json`, `runs-slu-v1-ship.log` (the model shipped before session 7).", "",
-              "    ondevice data slu --out data/slu --workers 2                       # version 3, ~10-25 min",
+              "    ondevice data slu --out data/slu --workers 2                       # version 4, ~15-30 min",
               f"    # the shipped model, ~{1.1 + 0.4 * c.get('shipped_cycles', 1):.1f} h on 2 cores",
               "    ondevice train slu --corpus data/slu --out runs/slu \\",
               "        --stages vq,tokens,bert,teacher,kd1,finetune,quantize \\",
