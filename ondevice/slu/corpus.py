@@ -291,9 +291,7 @@ def generate_corpus(out_dir: str | os.PathLike, sizes: dict[str, int] | None = N
     engines = tuple(dict.fromkeys(engines))
     if not engines:
         raise DataError("no TTS engine selected")
-    for e in engines:
-        if e not in ENGINES:
-            raise DataError(f"unknown TTS engine {e!r}: choose from {', '.join(ENGINES)}")
+    synth.check_engines(engines)
     for s in SPLITS:  # before anything is written
         if sizes[s] and not voices(s, engines):
             raise DataError(f"the {s} split has no voice of engine(s) {', '.join(engines)} "

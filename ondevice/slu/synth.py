@@ -165,11 +165,16 @@ def _tool_version(cmd: list[str]) -> str:
     return lines[0] if lines else "unknown"
 
 
-def check_tools(engines: tuple[str, ...] = ENGINES) -> dict[str, str]:
-    """Versions of sox and the requested engines; DataError naming what to install if missing."""
+def check_engines(engines: tuple[str, ...]) -> None:
+    """DataError for an engine name this module does not know."""
     for e in engines:
         if e not in ENGINES:
             raise DataError(f"unknown TTS engine {e!r}: choose from {', '.join(ENGINES)}")
+
+
+def check_tools(engines: tuple[str, ...] = ENGINES) -> dict[str, str]:
+    """Versions of sox and the requested engines; DataError naming what to install if missing."""
+    check_engines(engines)
     need = {"sox": "sox libsox-fmt-all"}
     need.update({ENGINE_TOOLS[e]: ENGINE_PACKAGES[e] for e in engines})
     missing = [tool for tool in need if shutil.which(tool) is None]
@@ -256,6 +261,7 @@ def _run_full(cmd: list[str], what: str, input_bytes: bytes | None = None,
 
 def _tts(job: RenderJob, wav_path: str) -> None:
     v = job.voice
+    err = b""  # what the engine said, for the no-audio message
     if v.engine == ESPEAK:
         voice = ["-v", v.name]
         if job.timbre is not None:
@@ -280,13 +286,12 @@ def _tts(job: RenderJob, wav_path: str) -> None:
         # text2wave exits 0 after a Scheme error and writes no file: keep its stderr for the message
         _, err = _run_full(["text2wave", "-eval", f"(voice_{v.name})", "-eval", tempo, "-o", wav_path],
                            f"say {job.text!r} with {v.id}", input_bytes=job.text.encode("utf-8"))
-        if not os.path.exists(wav_path) or os.path.getsize(wav_path) <= 44:
-            raise DataError(f"festival produced no audio for {job.text!r} with voice {v.id}: "
-                            + (err.decode("utf-8", "replace").strip()[-300:] or "no message"))
     else:
         raise DataError(f"unknown TTS engine {v.engine!r}")
     if not os.path.exists(wav_path) or os.path.getsize(wav_path) <= 44:
-        raise DataError(f"{v.engine} produced no audio for {job.text!r} with voice {v.id}")
+        said = err.decode("utf-8", "replace").strip()[-300:]
+        raise DataError(f"{v.engine} produced no audio for {job.text!r} with voice {v.id}"
+                        + (f": {said}" if said else ""))
 
 
 def sox_effects(job: RenderJob) -> list[str]:
