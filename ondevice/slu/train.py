@@ -68,6 +68,10 @@ class SLUTrainConfig:
     ensemble_rates: tuple = (15000, 16000, 17000)  # the export's speed ensemble (understander.py); () for none
     speed_copies: tuple = (15000, 17000)  # training utterances also tokenized at these rates, read as 16 kHz
     #                                       (speed perturbation); fine-tuning and QAT draw one version each time
+    transfer: str = ""            # a transfer set (`ondevice data slu-transfer`): unlabelled sentences whose teacher
+    #                               slot distributions fine-tuning and QAT also match (distill.transfer_loss)
+    transfer_weight: float = 1.0
+    transfer_batch: int = 16      # transfer sentences per fine-tuning step (beside the batch of 32 commands)
     qat_lr: float = 3e-4
     qat_refresh_every: int = 8
     limit: int | None = None      # utterances per split (tests and smoke runs)
@@ -202,20 +206,57 @@ def speed_copies(run: Run, tokenize, cache: str | None) -> list[list[np.ndarray]
         return []
     train = run.split("train")
     keys = [f"train@{r}" for r in rates]
-    path = run.path(cache) if cache else None
-    stamp = ""
-    if path is not None:
-        stamp = f"{hashlib.sha256(run.path('tokenizer.pt').read_bytes()).hexdigest()} {len(train)}"
-        if path.exists():
-            with np.load(path) as z:
-                have = set(z.files)
-                same = "source" in have and str(z["source"]) == stamp
-            if same and all(f"{k}_tokens" in have for k in keys):
-                return [read_tokens(path, k) for k in keys]
+    path, stamp, found = _cached_tokens(run, cache, len(train), keys)
+    if found is not None:
+        return [found[k] for k in keys]
     seqs = {k: tokenize_split(tokenize, train, run.model_cfg, rate=r) for k, r in zip(keys, rates)}
     if path is not None:
         write_tokens(path, seqs, {"source": np.array(stamp)})
     return [[s.astype(np.int64) for s in seqs[k]] for k in keys]
+
+
+def _cached_tokens(run: Run, cache: str | None, size: int,
+                   keys: list[str]) -> tuple[Path | None, str, dict[str, list[np.ndarray]] | None]:
+    """(cache path, stamp, the cached ``keys``' tokens or None) of a token cache in the run
+    directory, stamped with the tokenizer file's sha256 and the tokenized set's size."""
+    if not cache:
+        return None, "", None
+    path = run.path(cache)
+    stamp = f"{hashlib.sha256(run.path('tokenizer.pt').read_bytes()).hexdigest()} {size}"
+    if path.exists():
+        with np.load(path) as z:
+            have = set(z.files)
+            same = "source" in have and str(z["source"]) == stamp
+        if same and all(f"{k}_tokens" in have for k in keys):
+            return path, stamp, {k: read_tokens(path, k) for k in keys}
+    return path, stamp, None
+
+
+def transfer_set(run: Run, tokenize, cache: str | None) -> tuple[list[np.ndarray], torch.Tensor] | None:
+    """(token sequences by ``tokenize``, the run's teacher's slot logits) of the transfer set named
+    by ``transfer``, or None.  With ``cache`` the tokens are kept in the run directory, stamped
+    as :func:`speed_copies`' are."""
+    from .dataset import load_split
+    from .distill import TextTeacher, teacher_outputs
+    from .pretrain import tokenize_split
+    from .transfer import SPLIT
+
+    if not run.cfg.transfer:
+        return None
+    sp = load_split(run.cfg.transfer, SPLIT, labelled=False)
+    encoder, tokenizer, pad_id, d_model = _teacher_parts(run)
+    teacher = TextTeacher(encoder, d_model)
+    teacher.load_state_dict(load_torch(run.path("teacher.pt"))["teacher"])
+    teacher.eval()
+    _, logits = teacher_outputs(teacher, tokenizer, pad_id, sp.transcripts)
+    path, stamp, found = _cached_tokens(run, cache, len(sp), [SPLIT])
+    if found is not None:
+        return found[SPLIT], logits
+    seqs = tokenize_split(tokenize, sp, run.model_cfg)
+    if path is not None:
+        write_tokens(path, {SPLIT: seqs}, {"source": np.array(stamp)})
+    run.log(f"transfer set {run.cfg.transfer}: {len(seqs)} sentences, {sum(len(x) for x in seqs)} frames")
+    return [x.astype(np.int64) for x in seqs], logits
 
 
 def load_bert(path: Path, cfg: SLUConfig):
@@ -294,6 +335,7 @@ def stage_finetune(run: Run) -> None:
         teacher_logits = load_torch(run.path("teacher.pt"))["train_logits"]
         train, valid, test = run.split("train"), run.split("valid"), run.split("test")
         copies = speed_copies(run, load_tokenizer(run.path("tokenizer.pt")).tokenize, "tokens_speed.npz")
+        transfer = transfer_set(run, load_tokenizer(run.path("tokenizer.pt")).tokenize, "tokens_transfer.npz")
     for variant in todo:
         run.log(f"fine-tuning variant {variant}")
         init = Path(run.cfg.finetune_from) if run.cfg.finetune_from else run.path(start[variant])
@@ -313,7 +355,8 @@ def stage_finetune(run: Run) -> None:
                                teacher_logits if variant in KD_LOGIT_VARIANTS else None,
                                (tokens["valid"], valid.labels), epochs=run.cfg.finetune_epochs,
                                lr=run.cfg.finetune_lr, kd_weight=run.cfg.kd_weight, seed=run.cfg.seed,
-                               log=run.log, warp=run.cfg.warp, copies=copies)
+                               log=run.log, warp=run.cfg.warp, copies=copies, transfer=transfer,
+                               transfer_weight=run.cfg.transfer_weight, transfer_batch=run.cfg.transfer_batch)
             history += [{**e, "cycle": cycle} for e in h]
             if run.cfg.finetune_cycles > 1:
                 save_torch(done, {"config": run.model_cfg.to_dict(), "bert": bert.state_dict(), "history": history})
@@ -321,6 +364,8 @@ def stage_finetune(run: Run) -> None:
         if bert is None:  # every cycle was done before
             bert = load_bert(init, run.model_cfg)
         result = {"speed_copies": check_speed_copies(run.cfg.speed_copies),
+                  "transfer": ({"set": run.cfg.transfer, "sentences": len(transfer[0]), "weight": run.cfg.transfer_weight,
+                                "batch": run.cfg.transfer_batch} if transfer else None),
                   "from": run.cfg.finetune_from or start[variant], "cycles": run.cfg.finetune_cycles,
                   "valid": evaluate(bert, tokens["valid"], valid.labels),
                   "test": evaluate(bert, tokens["test"], test.labels, test.heldout_phrasing),
@@ -371,6 +416,7 @@ def stage_quantize(run: Run) -> None:
     run.log(f"quantized front end: {same:.4f} of the tokens unchanged; test accuracy with the fp32 BERT "
             f"{ptq_front['intent_accuracy']:.4f}")
     copies = speed_copies(run, model.tokens, None)
+    transfer = transfer_set(run, model.tokens, None)
     bert_assign = {k[len("bert."):]: v for k, v in assign.items() if k.startswith("bert.")}
     apply_fake_quant(model.bert, bert_assign, method=plan.method, refresh_every=run.cfg.qat_refresh_every)
     ptq = evaluate(model.bert, new["test"], splits["test"].labels, splits["test"].heldout_phrasing)
@@ -381,7 +427,9 @@ def stage_quantize(run: Run) -> None:
     _, history = finetune(model.bert, new["train"], splits["train"].labels, teacher_logits,
                           (new["valid"], splits["valid"].labels), epochs=run.cfg.qat_epochs, lr=run.cfg.qat_lr,
                           kd_weight=run.cfg.kd_weight, seed=run.cfg.seed, log=run.log,
-                          step_hook=lambda: fake_quant_step(model.bert), warp=run.cfg.warp, copies=copies)
+                          step_hook=lambda: fake_quant_step(model.bert), warp=run.cfg.warp, copies=copies,
+                          transfer=transfer, transfer_weight=run.cfg.transfer_weight,
+                          transfer_batch=run.cfg.transfer_batch)
     qat = evaluate(model.bert, new["test"], splits["test"].labels, splits["test"].heldout_phrasing)
     run.log(f"QAT test intent accuracy {qat['intent_accuracy']:.4f}")
     results = export_bcq(model)
@@ -389,7 +437,7 @@ def stage_quantize(run: Run) -> None:
     retrained = {"steps": run.cfg.front_qat_steps, "lr": run.cfg.front_qat_lr,
                  "valid_tokens_unchanged_before": ptq_same, **front_qat}
     summary = {"variant": run.cfg.ship_variant, "plan": plan.to_dict(), "average_bits": bits,
-               "speed_copies": check_speed_copies(run.cfg.speed_copies),
+               "speed_copies": check_speed_copies(run.cfg.speed_copies), "transfer": run.cfg.transfer or None,
                "matrices": len(assign), "front_end_retraining": retrained, "tokens_unchanged": same, "fp32": fp32,
                "quantized_front_end_fp32_bert": ptq_front, "ptq": ptq, "qat": qat, "qat_history": history}
     manifest = export_slu(model, run.path("onnx"), pack_results(results),
@@ -408,6 +456,11 @@ def run_stages(cfg: SLUTrainConfig, stages: tuple[str, ...] = STAGES) -> Run:
         raise ConfigError(f"finetune_from: no checkpoint at {cfg.finetune_from}")
     if isinstance(cfg.finetune_cycles, bool) or not isinstance(cfg.finetune_cycles, int) or cfg.finetune_cycles < 1:
         raise ConfigError(f"finetune_cycles must be a positive integer, got {cfg.finetune_cycles!r}")
+    if cfg.transfer and not (Path(cfg.transfer) / "transfer.jsonl").is_file():
+        raise ConfigError(f"transfer: no transfer set at {cfg.transfer} (make one with `ondevice data slu-transfer`)")
+    if cfg.transfer_batch < 1 or cfg.transfer_weight < 0:
+        raise ConfigError(f"transfer_batch must be >= 1 and transfer_weight >= 0, got {cfg.transfer_batch}, "
+                          f"{cfg.transfer_weight}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     run = Run(cfg)
