@@ -154,3 +154,21 @@ def test_transfer_setting_is_checked(tmp_path):
     with pytest.raises(ConfigError, match="transfer_batch"):
         run_stages(SLUTrainConfig(corpus="/nonexistent", out=str(tmp_path / "run"), transfer=str(tmp_path),
                                   transfer_batch=0))
+
+
+@pytest.mark.skipif(not HAVE_RENDER, reason="espeak-ng and sox are not installed")
+def test_a_sentence_the_engine_cannot_say_is_left_out(tmp_path, monkeypatch):
+    db, locale = _fixture(tmp_path / "fx")
+    real = tr._render_one
+
+    def crash_on_first(item):
+        if item[1].endswith("transfer_000000.wav"):
+            raise DataError("espeak-ng failed to say it (exit -11)")
+        return real(item)
+
+    monkeypatch.setattr(tr, "_render_one", crash_on_first)
+    stats = tr.generate_transfer(tmp_path / "t", {"ui": 1, "bible": 2}, engines=("espeak-ng",), bible_db=db,
+                                 locale_dir=locale, progress=False)
+    assert stats["utterances"] == 2 and [f["id"] for f in stats["failed"]] == ["transfer_000000"]
+    rows = [json.loads(x) for x in (tmp_path / "t" / "transfer.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["transfer_000001", "transfer_000002"]

@@ -21,6 +21,7 @@ Layout (``ondevice data slu-transfer --out DIR``)::
     DIR/transfer/*.wav       16 kHz mono 16-bit PCM
     DIR/transfer.jsonl       id, path, transcript, source, voice, engine, rate, pitch,
                              augmentation, duration_s (no intent fields)
+    DIR/stats.json           counts; ``failed``: the sentences the engine could not say (left out)
 """
 
 from __future__ import annotations
@@ -121,6 +122,15 @@ def choose_sentences(candidates: dict[str, list[str]], sizes: dict[str, int], se
     return chosen
 
 
+def _render_or_none(item: tuple[synth.RenderJob, str]) -> float | None:
+    """Duration of the rendered utterance, or None when the engine cannot say the sentence (espeak-ng
+    crashes on a few sentence/timbre pairs): a general sentence is not worth stopping the set for."""
+    try:
+        return _render_one(item)
+    except DataError:
+        return None
+
+
 def generate_transfer(out_dir: str | os.PathLike, sizes: dict[str, int], *, seed: int = 0, workers: int = 1,
                       engines: tuple[str, ...] = ENGINES, bible_db: str | os.PathLike | None = None,
                       locale_dir: str | os.PathLike = "/usr/share/locale", progress: bool = True) -> dict:
@@ -143,7 +153,7 @@ def generate_transfer(out_dir: str | os.PathLike, sizes: dict[str, int], *, seed
         spec = utterance_spec(seed + SEED_OFFSET, "train", i, engines)
         jobs.append((source, dataclasses.replace(spec.job, text=text), f"{SPLIT}/{SPLIT}_{i:06d}.wav"))
     start = time.monotonic()
-    durations: dict[str, float] = {}
+    durations: dict[str, float | None] = {}
     todo = []
     for _, job, rel in jobs:
         info = synth.wav_info(out / rel) if synth.is_valid_output(out / rel) else None
@@ -155,12 +165,12 @@ def generate_transfer(out_dir: str | os.PathLike, sizes: dict[str, int], *, seed
     with Progress("slu transfer set", total=len(jobs), unit="utt", enabled=progress) as bar:
         bar.update(len(durations))
         if workers == 1:
-            results = map(_render_one, items)
+            results = map(_render_or_none, items)
         else:
             from concurrent.futures import ProcessPoolExecutor
 
             pool = ProcessPoolExecutor(max_workers=workers)
-            results = pool.map(_render_one, items, chunksize=8)
+            results = pool.map(_render_or_none, items, chunksize=8)
         try:
             for (_, rel), dur in zip(todo, results):
                 durations[rel] = dur
@@ -168,8 +178,11 @@ def generate_transfer(out_dir: str | os.PathLike, sizes: dict[str, int], *, seed
         finally:
             if workers > 1:
                 pool.shutdown()
-    rows = []
+    rows, failed = [], []
     for source, job, rel in jobs:
+        if durations[rel] is None:
+            failed.append({"id": Path(rel).stem, "transcript": job.text, "voice": job.voice.id})
+            continue
         rows.append({"id": Path(rel).stem, "path": rel, "transcript": job.text, "source": source,
                      "voice": job.voice.id, "engine": job.voice.engine, "rate": job.rate, "pitch": job.pitch,
                      "augmentation": job.aug.to_json(), "duration_s": round(durations[rel], 4)})
@@ -177,6 +190,6 @@ def generate_transfer(out_dir: str | os.PathLike, sizes: dict[str, int], *, seed
     stats = {**config, "tools": tools, "utterances": len(rows),
              "hours": round(sum(r["duration_s"] for r in rows) / 3600, 3),
              "by_engine": {e: sum(r["engine"] == e for r in rows) for e in engines},
-             "rendered": len(todo), "elapsed_s": round(time.monotonic() - start, 1)}
+             "rendered": len(todo), "failed": failed, "elapsed_s": round(time.monotonic() - start, 1)}
     atomic_write_text(out / "stats.json", json.dumps(stats, indent=1) + "\n")
     return stats
