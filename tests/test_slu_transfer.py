@@ -122,9 +122,9 @@ def test_transfer_loss_is_zero_at_the_teacher_and_pulls_towards_it():
     assert transfer_loss(split_logits(moved), teacher).item() < loss.item()
 
 
-def test_finetune_draws_transfer_batches():
-    from ondevice.slu.distill import finetune
-    from ondevice.slu.model import SLUConfig, SpeechBert
+def _tiny_data():
+    """(a tiny model config, 6 labelled token sequences, their labels, 5 unlabelled ones)."""
+    from ondevice.slu.model import SLUConfig
 
     tiny = dict(conv_channels=16, d_model=32, heads=2, ffn_dim=64, layers=1, vq_codewords=8, max_frames=256)
     torch.manual_seed(0)
@@ -132,7 +132,14 @@ def test_finetune_draws_transfer_batches():
     rng = np.random.default_rng(0)
     seqs = [rng.integers(0, cfg.num_tokens, int(n)) for n in rng.integers(20, 40, 6)]
     labels = {k: np.zeros(len(seqs), np.int64) for k in ("action", "object", "location")}
-    tseqs = [rng.integers(0, cfg.num_tokens, int(n)) for n in rng.integers(20, 40, 5)]
+    return cfg, seqs, labels, [rng.integers(0, cfg.num_tokens, int(n)) for n in rng.integers(20, 40, 5)]
+
+
+def test_finetune_draws_transfer_batches():
+    from ondevice.slu.distill import finetune
+    from ondevice.slu.model import SpeechBert
+
+    cfg, seqs, labels, tseqs = _tiny_data()
     tlogits = torch.randn(5, 24)
     with pytest.raises(ValueError, match="5 token sequences, 4 teacher logits"):
         finetune(SpeechBert(cfg), seqs, labels, None, (seqs, labels), epochs=1, progress=False,
@@ -145,12 +152,35 @@ def test_finetune_draws_transfer_batches():
     assert any(not torch.equal(before[k], v) for k, v in bert.state_dict().items())
 
 
+def test_finetune_with_encoder_vectors_fits_kd_proj():
+    from ondevice.slu.distill import finetune, rep_loss
+    from ondevice.slu.model import SpeechBert
+
+    cfg, seqs, labels, tseqs = _tiny_data()
+    bert = SpeechBert(cfg, teacher_dim=8)
+    reps, treps = torch.randn(6, 8), torch.randn(5, 8)
+    with pytest.raises(ValueError, match="rep_targets"):
+        finetune(bert, seqs, labels, None, (seqs, labels), epochs=1, progress=False, log=lambda _: None,
+                 rep_targets=reps)
+    scale = torch.cat([reps, treps]).pow(2).mean()
+    with torch.no_grad():
+        before = rep_loss(bert.eval(), bert.encode(torch.from_numpy(np.stack([s[:20] for s in seqs]))), reps, scale)
+    bert, _ = finetune(bert, seqs, labels, None, (seqs, labels), epochs=8, lr=3e-3, progress=False,
+                       log=lambda _: None, transfer=(tseqs, treps), transfer_batch=3, rep_targets=reps)
+    with torch.no_grad():
+        after = rep_loss(bert, bert.encode(torch.from_numpy(np.stack([s[:20] for s in seqs]))), reps, scale)
+    assert after < before
+
+
 def test_transfer_setting_is_checked(tmp_path):
     from ondevice.slu.train import SLUTrainConfig, run_stages
 
     with pytest.raises(ConfigError, match="no transfer set"):
         run_stages(SLUTrainConfig(corpus="/nonexistent", out=str(tmp_path / "run"), transfer=str(tmp_path)))
     (tmp_path / "transfer.jsonl").write_text("")
+    with pytest.raises(ConfigError, match="transfer_target"):
+        run_stages(SLUTrainConfig(corpus="/nonexistent", out=str(tmp_path / "run"), transfer=str(tmp_path),
+                                  transfer_target="slots"))
     with pytest.raises(ConfigError, match="transfer_batch"):
         run_stages(SLUTrainConfig(corpus="/nonexistent", out=str(tmp_path / "run"), transfer=str(tmp_path),
                                   transfer_batch=0))

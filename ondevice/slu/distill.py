@@ -259,6 +259,12 @@ def transfer_loss(student: dict[str, Tensor], teacher_cat: Tensor, temperature: 
     return total * temperature ** 2
 
 
+def rep_loss(bert: SpeechBert, h: Tensor, target: Tensor, scale: Tensor) -> Tensor:
+    """Stage-1 KD's objective: MSE between ``kd_proj([CLS])`` and a text-encoder vector, over
+    ``scale`` (the targets' mean square, so that 1.0 means "no better than zero")."""
+    return F.mse_loss(bert.kd_proj(h[:, 0]), target) / scale
+
+
 def finetune(bert: SpeechBert, tokens: list[np.ndarray], labels: dict[str, np.ndarray],
              teacher_logits: Tensor | None, valid: tuple[list[np.ndarray], dict[str, np.ndarray]],
              epochs: int = 4, batch: int = 32, lr: float = 3e-4, kd_weight: float = 1.0, seed: int = 0,
@@ -266,7 +272,7 @@ def finetune(bert: SpeechBert, tokens: list[np.ndarray], labels: dict[str, np.nd
              params: list | None = None, warp: float = 0.0,
              copies: list[list[np.ndarray]] = (),
              transfer: tuple[list[np.ndarray], Tensor] | None = None, transfer_weight: float = 1.0,
-             transfer_batch: int = 16) -> tuple[SpeechBert, list[dict]]:
+             transfer_batch: int = 16, rep_targets: Tensor | None = None) -> tuple[SpeechBert, list[dict]]:
     """Fine-tune on slots (CE), plus ``kd_weight`` x L1(student, teacher logits) when teacher logits
     are given (stage 2); ``warp``: :func:`time_warp` amount (augmentation).  ``copies``: other
     token sequences of the same utterances (each list parallel to ``tokens``: the speed-perturbed
@@ -274,12 +280,18 @@ def finetune(bert: SpeechBert, tokens: list[np.ndarray], labels: dict[str, np.nd
     its number of steps), the utterance itself where the drawn copy has no frame.  ``transfer``:
     (token sequences, teacher slot logits) of unlabelled sentences (ondevice/slu/transfer.py); every
     step also draws ``transfer_batch`` of them, augmented alike, and adds ``transfer_weight`` x
-    :func:`transfer_loss`.  Keeps the weights of the best validation epoch."""
+    :func:`transfer_loss`.  With ``rep_targets`` (text-encoder vectors of the labelled utterances'
+    transcripts, parallel to ``tokens``), the transfer targets are such vectors too, and both batches
+    add ``transfer_weight`` x :func:`rep_loss` instead (stage-1 KD's objective kept up while
+    fine-tuning).  Keeps the weights of the best validation epoch."""
     for c in copies:
         if len(c) != len(tokens):
             raise ValueError(f"a copy has {len(c)} utterances, the tokens {len(tokens)}")
     if transfer is not None and len(transfer[0]) != len(transfer[1]):
         raise ValueError(f"transfer: {len(transfer[0])} token sequences, {len(transfer[1])} teacher logits")
+    if rep_targets is not None and (transfer is None or len(rep_targets) != len(tokens)):
+        raise ValueError("rep_targets needs a transfer set and one vector per training utterance")
+    rep_scale = torch.cat([rep_targets, transfer[1]]).pow(2).mean() if rep_targets is not None else None
     versions = [tokens, *copies]
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -302,18 +314,23 @@ def finetune(bert: SpeechBert, tokens: list[np.ndarray], labels: dict[str, np.nd
                         for k, i in zip(pick, sel)]
                 x = _augment(pad_batch(seqs, bert.cfg.pad_id), [len(s) for s in seqs], bert.cfg, rng)
                 fm = feature_mask(x.shape[0], x.shape[1], bert.cfg.d_model, rng)
-                logits = bert(x, fm)
+                h = bert.encode(x, fm)
+                logits = bert.slot_logits(h)
                 tgt = slot_targets(labels, sel)
                 loss = sum(F.cross_entropy(logits[s], tgt[s]) for s in SLOTS)
                 if teacher_logits is not None:
                     t = split_logits(teacher_logits[sel])
                     loss = loss + kd_weight * sum(F.l1_loss(logits[s], t[s]) for s in SLOTS)
+                if rep_targets is not None:
+                    loss = loss + transfer_weight * rep_loss(bert, h, rep_targets[sel], rep_scale)
                 if transfer is not None:
                     tsel = rng.integers(0, len(transfer[0]), transfer_batch)
                     tseqs = [time_warp(transfer[0][i], rng, warp) for i in tsel]
                     tx = _augment(pad_batch(tseqs, bert.cfg.pad_id), [len(s) for s in tseqs], bert.cfg, rng)
-                    tfm = feature_mask(tx.shape[0], tx.shape[1], bert.cfg.d_model, rng)
-                    loss = loss + transfer_weight * transfer_loss(bert(tx, tfm), transfer[1][tsel])
+                    th = bert.encode(tx, feature_mask(tx.shape[0], tx.shape[1], bert.cfg.d_model, rng))
+                    loss = loss + transfer_weight * (
+                        rep_loss(bert, th, transfer[1][tsel], rep_scale) if rep_targets is not None
+                        else transfer_loss(bert.slot_logits(th), transfer[1][tsel]))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(bert.parameters(), 5.0)

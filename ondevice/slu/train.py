@@ -72,6 +72,8 @@ class SLUTrainConfig:
     #                               slot distributions fine-tuning and QAT also match (distill.transfer_loss)
     transfer_weight: float = 1.0
     transfer_batch: int = 16      # transfer sentences per fine-tuning step (beside the batch of 32 commands)
+    transfer_target: str = "logits"  # "logits": the fine-tuned teacher's slot distributions (KL); "encoder": the
+    #                               pre-trained text encoder's vectors (stage-1 MSE), for the commands too
     qat_lr: float = 3e-4
     qat_refresh_every: int = 8
     limit: int | None = None      # utterances per split (tests and smoke runs)
@@ -233,9 +235,10 @@ def _cached_tokens(run: Run, cache: str | None, size: int,
 
 
 def transfer_set(run: Run, tokenize, cache: str | None) -> tuple[list[np.ndarray], torch.Tensor] | None:
-    """(token sequences by ``tokenize``, the run's teacher's slot logits) of the transfer set named
-    by ``transfer``, or None.  With ``cache`` the tokens are kept in the run directory, stamped
-    as :func:`speed_copies`' are."""
+    """(token sequences by ``tokenize``, targets) of the transfer set named by ``transfer``, or
+    None.  Targets (``transfer_target``): the run's teacher's slot logits, or the pre-trained text
+    encoder's vectors (:func:`encoder_vectors`).  With ``cache`` the tokens are kept in the run
+    directory, stamped as :func:`speed_copies`' are."""
     from .dataset import load_split
     from .distill import TextTeacher, teacher_outputs
     from .pretrain import tokenize_split
@@ -244,11 +247,14 @@ def transfer_set(run: Run, tokenize, cache: str | None) -> tuple[list[np.ndarray
     if not run.cfg.transfer:
         return None
     sp = load_split(run.cfg.transfer, SPLIT, labelled=False)
-    encoder, tokenizer, pad_id, d_model = _teacher_parts(run)
-    teacher = TextTeacher(encoder, d_model)
-    teacher.load_state_dict(load_torch(run.path("teacher.pt"))["teacher"])
-    teacher.eval()
-    _, logits = teacher_outputs(teacher, tokenizer, pad_id, sp.transcripts)
+    if run.cfg.transfer_target == "encoder":
+        logits = encoder_vectors(run, sp.transcripts)
+    else:
+        encoder, tokenizer, pad_id, d_model = _teacher_parts(run)
+        teacher = TextTeacher(encoder, d_model)
+        teacher.load_state_dict(load_torch(run.path("teacher.pt"))["teacher"])
+        teacher.eval()
+        _, logits = teacher_outputs(teacher, tokenizer, pad_id, sp.transcripts)
     path, stamp, found = _cached_tokens(run, cache, len(sp), [SPLIT])
     if found is not None:
         return found[SPLIT], logits
@@ -257,6 +263,23 @@ def transfer_set(run: Run, tokenize, cache: str | None) -> tuple[list[np.ndarray
         write_tokens(path, {SPLIT: seqs}, {"source": np.array(stamp)})
     run.log(f"transfer set {run.cfg.transfer}: {len(seqs)} sentences, {sum(len(x) for x in seqs)} frames")
     return [x.astype(np.int64) for x in seqs], logits
+
+
+def encoder_vectors(run: Run, transcripts: list[str]) -> torch.Tensor:
+    """Mean-pooled outputs of the pre-trained text encoder (``teacher``, not fine-tuned on the
+    commands) per transcript: general-text semantics, the target of the paper's stage-1 KD."""
+    from .distill import TextTeacher, teacher_outputs
+
+    encoder, tokenizer, pad_id, d_model = _teacher_parts(run)
+    reps, _ = teacher_outputs(TextTeacher(encoder, d_model).eval(), tokenizer, pad_id, transcripts)
+    return reps
+
+
+def command_vectors(run: Run) -> torch.Tensor | None:
+    """:func:`encoder_vectors` of the training transcripts when ``transfer_target`` is "encoder"."""
+    if not run.cfg.transfer or run.cfg.transfer_target != "encoder":
+        return None
+    return encoder_vectors(run, run.split("train").transcripts)
 
 
 def load_bert(path: Path, cfg: SLUConfig):
@@ -336,6 +359,7 @@ def stage_finetune(run: Run) -> None:
         train, valid, test = run.split("train"), run.split("valid"), run.split("test")
         copies = speed_copies(run, load_tokenizer(run.path("tokenizer.pt")).tokenize, "tokens_speed.npz")
         transfer = transfer_set(run, load_tokenizer(run.path("tokenizer.pt")).tokenize, "tokens_transfer.npz")
+        rep_targets = command_vectors(run)
     for variant in todo:
         run.log(f"fine-tuning variant {variant}")
         init = Path(run.cfg.finetune_from) if run.cfg.finetune_from else run.path(start[variant])
@@ -356,7 +380,8 @@ def stage_finetune(run: Run) -> None:
                                (tokens["valid"], valid.labels), epochs=run.cfg.finetune_epochs,
                                lr=run.cfg.finetune_lr, kd_weight=run.cfg.kd_weight, seed=run.cfg.seed,
                                log=run.log, warp=run.cfg.warp, copies=copies, transfer=transfer,
-                               transfer_weight=run.cfg.transfer_weight, transfer_batch=run.cfg.transfer_batch)
+                               transfer_weight=run.cfg.transfer_weight, transfer_batch=run.cfg.transfer_batch,
+                               rep_targets=rep_targets)
             history += [{**e, "cycle": cycle} for e in h]
             if run.cfg.finetune_cycles > 1:
                 save_torch(done, {"config": run.model_cfg.to_dict(), "bert": bert.state_dict(), "history": history})
@@ -365,7 +390,8 @@ def stage_finetune(run: Run) -> None:
             bert = load_bert(init, run.model_cfg)
         result = {"speed_copies": check_speed_copies(run.cfg.speed_copies),
                   "transfer": ({"set": run.cfg.transfer, "sentences": len(transfer[0]), "weight": run.cfg.transfer_weight,
-                                "batch": run.cfg.transfer_batch} if transfer else None),
+                                "batch": run.cfg.transfer_batch, "target": run.cfg.transfer_target}
+                               if transfer else None),
                   "from": run.cfg.finetune_from or start[variant], "cycles": run.cfg.finetune_cycles,
                   "valid": evaluate(bert, tokens["valid"], valid.labels),
                   "test": evaluate(bert, tokens["test"], test.labels, test.heldout_phrasing),
@@ -429,7 +455,7 @@ def stage_quantize(run: Run) -> None:
                           kd_weight=run.cfg.kd_weight, seed=run.cfg.seed, log=run.log,
                           step_hook=lambda: fake_quant_step(model.bert), warp=run.cfg.warp, copies=copies,
                           transfer=transfer, transfer_weight=run.cfg.transfer_weight,
-                          transfer_batch=run.cfg.transfer_batch)
+                          transfer_batch=run.cfg.transfer_batch, rep_targets=command_vectors(run))
     qat = evaluate(model.bert, new["test"], splits["test"].labels, splits["test"].heldout_phrasing)
     run.log(f"QAT test intent accuracy {qat['intent_accuracy']:.4f}")
     results = export_bcq(model)
@@ -458,6 +484,8 @@ def run_stages(cfg: SLUTrainConfig, stages: tuple[str, ...] = STAGES) -> Run:
         raise ConfigError(f"finetune_cycles must be a positive integer, got {cfg.finetune_cycles!r}")
     if cfg.transfer and not (Path(cfg.transfer) / "transfer.jsonl").is_file():
         raise ConfigError(f"transfer: no transfer set at {cfg.transfer} (make one with `ondevice data slu-transfer`)")
+    if cfg.transfer_target not in ("logits", "encoder"):
+        raise ConfigError(f"transfer_target: 'logits' or 'encoder', got {cfg.transfer_target!r}")
     if cfg.transfer_batch < 1 or cfg.transfer_weight < 0:
         raise ConfigError(f"transfer_batch must be >= 1 and transfer_weight >= 0, got {cfg.transfer_batch}, "
                           f"{cfg.transfer_weight}")
