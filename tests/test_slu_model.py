@@ -202,6 +202,47 @@ def test_speed_copies_tokenize_resampled_audio_and_fine_tuning_draws_them():
              progress=False, log=lambda _: None)
 
 
+def test_finetune_average_last_validates_the_mean_of_the_last_epochs():
+    """SWA: the mean of the last epochs' weights is validated like an epoch and kept only when it beats
+    the best epoch."""
+    from ondevice.slu.distill import finetune
+    from ondevice.slu.model import SpeechBert
+
+    torch.manual_seed(0)
+    cfg = SLUConfig(**TINY).validate()
+    rng = np.random.default_rng(0)
+    seqs = [rng.integers(0, cfg.num_tokens, int(n)) for n in rng.integers(20, 40, 6)]
+    labels = {k: rng.integers(0, 2, len(seqs)) for k in ("action", "object", "location")}
+    with pytest.raises(ValueError, match="average_last"):
+        finetune(SpeechBert(cfg), seqs, labels, None, (seqs, labels), epochs=2, average_last=3, progress=False,
+                 log=lambda _: None)
+    bert = SpeechBert(cfg)
+    snapshots = []  # one step per epoch (batch > utterances): the state after each step ends an epoch
+    hook = lambda: snapshots.append({k: v.detach().clone() for k, v in bert.state_dict().items()})  # noqa: E731
+    bert, hist = finetune(bert, seqs, labels, None, (seqs, labels), epochs=4, batch=8, lr=3e-3, average_last=3,
+                          progress=False, log=lambda _: None, step_hook=hook)
+    assert [h["epoch"] for h in hist] == [1, 2, 3, 4, "average"]
+    mean = {k: torch.stack([s[k].float() for s in snapshots[1:]]).mean(0) for k in snapshots[0]}
+    best = max(range(4), key=lambda e: (hist[e]["intent_accuracy"], -e))  # the first best epoch is kept
+    expect = mean if hist[4]["intent_accuracy"] > hist[best]["intent_accuracy"] else snapshots[best]
+    for k, v in bert.state_dict().items():
+        if v.is_floating_point():
+            torch.testing.assert_close(v, expect[k], rtol=1e-5, atol=1e-6)
+    # validated weights are what the history says
+    from ondevice.slu.distill import evaluate
+    bert.load_state_dict({k: (mean[k].to(v.dtype)) for k, v in bert.state_dict().items()})
+    assert evaluate(bert.eval(), seqs, labels)["intent_accuracy"] == hist[4]["intent_accuracy"]
+
+
+def test_finetune_average_setting_is_checked(tmp_path):
+    from ondevice.slu.train import SLUTrainConfig, run_stages
+
+    for bad in (-1, 7, 2.5, True):
+        with pytest.raises(ConfigError, match="finetune_average"):
+            run_stages(SLUTrainConfig(corpus="/nonexistent", out=str(tmp_path / "run"), finetune_epochs=6,
+                                      finetune_average=bad))
+
+
 def test_speed_copies_setting_is_checked():
     from ondevice.slu.train import SLUTrainConfig, check_speed_copies, run_stages
 

@@ -265,6 +265,14 @@ def rep_loss(bert: SpeechBert, h: Tensor, target: Tensor, scale: Tensor) -> Tens
     return F.mse_loss(bert.kd_proj(h[:, 0]), target) / scale
 
 
+def _running_mean(mean: dict[str, Tensor] | None, state: dict[str, Tensor], n: int) -> dict[str, Tensor]:
+    """The mean of n + 1 state dicts from the mean of the first n; integer buffers are taken as is."""
+    if mean is None:
+        return {k: v.detach().clone() for k, v in state.items()}
+    return {k: (m * (n / (n + 1)) + state[k].detach() / (n + 1)) if m.is_floating_point() else state[k].detach().clone()
+            for k, m in mean.items()}
+
+
 def finetune(bert: SpeechBert, tokens: list[np.ndarray], labels: dict[str, np.ndarray],
              teacher_logits: Tensor | None, valid: tuple[list[np.ndarray], dict[str, np.ndarray]],
              epochs: int = 4, batch: int = 32, lr: float = 3e-4, kd_weight: float = 1.0, seed: int = 0,
@@ -272,7 +280,8 @@ def finetune(bert: SpeechBert, tokens: list[np.ndarray], labels: dict[str, np.nd
              params: list | None = None, warp: float = 0.0,
              copies: list[list[np.ndarray]] = (),
              transfer: tuple[list[np.ndarray], Tensor] | None = None, transfer_weight: float = 1.0,
-             transfer_batch: int = 16, rep_targets: Tensor | None = None) -> tuple[SpeechBert, list[dict]]:
+             transfer_batch: int = 16, rep_targets: Tensor | None = None,
+             average_last: int = 0) -> tuple[SpeechBert, list[dict]]:
     """Fine-tune on slots (CE), plus ``kd_weight`` x L1(student, teacher logits) when teacher logits
     are given (stage 2); ``warp``: :func:`time_warp` amount (augmentation).  ``copies``: other
     token sequences of the same utterances (each list parallel to ``tokens``: the speed-perturbed
@@ -283,7 +292,11 @@ def finetune(bert: SpeechBert, tokens: list[np.ndarray], labels: dict[str, np.nd
     :func:`transfer_loss`.  With ``rep_targets`` (text-encoder vectors of the labelled utterances'
     transcripts, parallel to ``tokens``), the transfer targets are such vectors too, and both batches
     add ``transfer_weight`` x :func:`rep_loss` instead (stage-1 KD's objective kept up while
-    fine-tuning).  Keeps the weights of the best validation epoch."""
+    fine-tuning).  Keeps the weights of the best validation epoch.  ``average_last`` > 0: also the
+    mean of the weights at the end of the last ``average_last`` epochs (stochastic weight averaging,
+    Izmailov et al. 2018: a flat point between the snapshots of the decaying schedule, which is
+    what ensembling cycles gained here, in one model); it is validated like an epoch (history entry
+    ``"epoch": "average"``) and kept when it beats the best epoch."""
     for c in copies:
         if len(c) != len(tokens):
             raise ValueError(f"a copy has {len(c)} utterances, the tokens {len(tokens)}")
@@ -291,6 +304,8 @@ def finetune(bert: SpeechBert, tokens: list[np.ndarray], labels: dict[str, np.nd
         raise ValueError(f"transfer: {len(transfer[0])} token sequences, {len(transfer[1])} teacher logits")
     if rep_targets is not None and (transfer is None or len(rep_targets) != len(tokens)):
         raise ValueError("rep_targets needs a transfer set and one vector per training utterance")
+    if not 0 <= average_last <= epochs:
+        raise ValueError(f"average_last: 0..{epochs} epochs, got {average_last}")
     rep_scale = torch.cat([rep_targets, transfer[1]]).pow(2).mean() if rep_targets is not None else None
     versions = [tokens, *copies]
     torch.manual_seed(seed)
@@ -299,6 +314,7 @@ def finetune(bert: SpeechBert, tokens: list[np.ndarray], labels: dict[str, np.nd
     per_epoch = (len(tokens) + batch - 1) // batch
     steps = epochs * per_epoch
     best, best_state, history = -1.0, None, []
+    mean_state, n_mean = None, 0
     step = 0
     t0 = time.monotonic()
     with Progress("fine-tuning", total=steps, unit="step", enabled=progress) as bar:
@@ -347,6 +363,17 @@ def finetune(bert: SpeechBert, tokens: list[np.ndarray], labels: dict[str, np.nd
                 f"{v['intent_accuracy']:.4f}")
             if v["intent_accuracy"] > best:
                 best, best_state = v["intent_accuracy"], copy.deepcopy(bert.state_dict())
+            if epochs - epoch <= average_last:
+                mean_state, n_mean = _running_mean(mean_state, bert.state_dict(), n_mean), n_mean + 1
+    if mean_state is not None:
+        bert.load_state_dict(mean_state)
+        v = evaluate(bert, valid[0], valid[1])
+        v["epoch"], v["seconds"] = "average", round(time.monotonic() - t0, 1)
+        history.append(v)
+        log(f"fine-tune: mean of the last {n_mean} epochs' weights: valid intent acc {v['intent_accuracy']:.4f} "
+            f"(best epoch {best:.4f})")
+        if v["intent_accuracy"] > best:
+            best_state = mean_state
     bert.load_state_dict(best_state)
     bert.eval()
     return bert, history

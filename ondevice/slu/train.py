@@ -56,6 +56,8 @@ class SLUTrainConfig:
     #                               cycle from the previous one's best weights (warm restarts; docs/slu-model.md)
     finetune_from: str = ""       # a fine-tuned checkpoint (a run's ft_*.pt) every variant continues from, with
     #                               its schedule restarted (warm restart), instead of the MLM/stage-1 BERT
+    finetune_average: int = 0     # > 0: also the mean weights of each cycle's last this many epochs (SWA), kept
+    #                               when they validate better than the best epoch (distill.finetune's average_last)
     warp: float = 0.15            # time-warp augmentation while fine-tuning (distill.time_warp)
     kd_weight: float = 0.1        # stage-2 L1(student, teacher logits) weight (1.0 drowned the CE: docs/slu-model.md)
     variants: tuple = ("none", "stage1", "stage2", "both")
@@ -381,7 +383,7 @@ def stage_finetune(run: Run) -> None:
                                lr=run.cfg.finetune_lr, kd_weight=run.cfg.kd_weight, seed=run.cfg.seed,
                                log=run.log, warp=run.cfg.warp, copies=copies, transfer=transfer,
                                transfer_weight=run.cfg.transfer_weight, transfer_batch=run.cfg.transfer_batch,
-                               rep_targets=rep_targets)
+                               rep_targets=rep_targets, average_last=run.cfg.finetune_average)
             history += [{**e, "cycle": cycle} for e in h]
             if run.cfg.finetune_cycles > 1:
                 save_torch(done, {"config": run.model_cfg.to_dict(), "bert": bert.state_dict(), "history": history})
@@ -482,6 +484,10 @@ def run_stages(cfg: SLUTrainConfig, stages: tuple[str, ...] = STAGES) -> Run:
         raise ConfigError(f"finetune_from: no checkpoint at {cfg.finetune_from}")
     if isinstance(cfg.finetune_cycles, bool) or not isinstance(cfg.finetune_cycles, int) or cfg.finetune_cycles < 1:
         raise ConfigError(f"finetune_cycles must be a positive integer, got {cfg.finetune_cycles!r}")
+    if isinstance(cfg.finetune_average, bool) or not isinstance(cfg.finetune_average, int) \
+            or not 0 <= cfg.finetune_average <= cfg.finetune_epochs:
+        raise ConfigError(f"finetune_average must be an integer in 0..finetune_epochs ({cfg.finetune_epochs}), "
+                          f"got {cfg.finetune_average!r}")
     if cfg.transfer and not (Path(cfg.transfer) / "transfer.jsonl").is_file():
         raise ConfigError(f"transfer: no transfer set at {cfg.transfer} (make one with `ondevice data slu-transfer`)")
     if cfg.transfer_target not in ("logits", "encoder"):
