@@ -82,7 +82,7 @@ def _cmd_data_slu_transfer(args: argparse.Namespace) -> int:
                               engines=tuple(e for e in args.engines.split(",") if e), bible_db=args.bible_db,
                               progress=not args.quiet)
     print(json.dumps({k: stats[k] for k in ("utterances", "hours", "by_engine", "rendered", "elapsed_s")}
-                     | {"out": str(args.out)}, indent=1))
+                     | {"failed": len(stats["failed"]), "out": str(args.out)}, indent=1))
     return 0
 
 

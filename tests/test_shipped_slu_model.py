@@ -80,3 +80,5 @@ def test_card_readme_is_rendered_from_card_json(card):
     single = render_readme({**card, "shipped_epochs": 40, "shipped_cycles": 1})
     train_line = next(line for line in single.splitlines() if "--set finetune_epochs=" in line)
     assert "40 epochs" in single and "--set finetune_epochs=40 --set 'speed_copies" in train_line
+    averaged = render_readme({**card, "shipped_epochs": 40, "shipped_cycles": 1, "shipped_average": 10})
+    assert "--set finetune_epochs=40 --set finetune_average=10 --set 'speed_copies" in averaged

@@ -41,6 +41,9 @@ def test_leakage_guard_excludes_phrasings_and_held_out_substrings():
     assert tr.leaks(seen, every, held)                              # equals a seen phrasing
     assert not tr.leaks(f"x{h}", every, held)                       # not on a word boundary
     assert not tr.leaks("the remembered state of the numlock led", every, held)
+    comma = sorted(h for h in held if "," in h)[0]                   # a comma cannot hide a phrasing
+    assert tr.leaks(tr.clean_sentence(comma), every, held)
+    assert tr.leaks(f"well {tr.clean_sentence(comma)} now", every, held)
 
 
 def _fixture(root: Path) -> tuple[Path, Path]:
@@ -144,12 +147,15 @@ def test_finetune_draws_transfer_batches():
     with pytest.raises(ValueError, match="5 token sequences, 4 teacher logits"):
         finetune(SpeechBert(cfg), seqs, labels, None, (seqs, labels), epochs=1, progress=False,
                  log=lambda _: None, transfer=(tseqs, tlogits[:4]))
-    bert = SpeechBert(cfg)
-    before = {k: v.clone() for k, v in bert.state_dict().items()}
-    _, hist = finetune(bert, seqs, labels, None, (seqs, labels), epochs=1, progress=False, log=lambda _: None,
-                       transfer=(tseqs, tlogits), transfer_batch=3)
-    assert len(hist) == 1
-    assert any(not torch.equal(before[k], v) for k, v in bert.state_dict().items())
+    trained = {}
+    for weight in (0.0, 1.0):  # the same seed and draws; only the transfer term's weight differs
+        torch.manual_seed(1)
+        bert = SpeechBert(cfg)
+        _, hist = finetune(bert, seqs, labels, None, (seqs, labels), epochs=1, progress=False, log=lambda _: None,
+                           transfer=(tseqs, tlogits), transfer_batch=3, transfer_weight=weight)
+        assert len(hist) == 1
+        trained[weight] = bert.state_dict()
+    assert any(not torch.equal(trained[0.0][k], v) for k, v in trained[1.0].items())
 
 
 def test_finetune_with_encoder_vectors_fits_kd_proj():
@@ -200,5 +206,40 @@ def test_a_sentence_the_engine_cannot_say_is_left_out(tmp_path, monkeypatch):
     stats = tr.generate_transfer(tmp_path / "t", {"ui": 1, "bible": 2}, engines=("espeak-ng",), bible_db=db,
                                  locale_dir=locale, progress=False)
     assert stats["utterances"] == 2 and [f["id"] for f in stats["failed"]] == ["transfer_000000"]
+    assert "exit -11" in stats["failed"][0]["error"]
     rows = [json.loads(x) for x in (tmp_path / "t" / "transfer.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == ["transfer_000001", "transfer_000002"]
+
+
+@pytest.mark.skipif(not HAVE_RENDER, reason="espeak-ng and sox are not installed")
+def test_a_broken_engine_stops_the_set_and_lists_the_failures(tmp_path, monkeypatch):
+    assert tr.max_failed(100) == 20 and tr.max_failed(20000) == 200
+    db, locale = _fixture(tmp_path / "fx")
+
+    def broken(item):
+        raise DataError("sox not found")
+
+    monkeypatch.setattr(tr, "_render_one", broken)
+    monkeypatch.setattr(tr, "max_failed", lambda n: 1)
+    with pytest.raises(DataError, match="3 of 3 sentences could not be rendered.*sox not found"):
+        tr.generate_transfer(tmp_path / "t", {"ui": 1, "bible": 2}, engines=("espeak-ng",), bible_db=db,
+                             locale_dir=locale, progress=False)
+    assert len(json.loads((tmp_path / "t" / "stats.json").read_text())["failed"]) == 3
+
+
+@pytest.mark.skipif(not HAVE_RENDER, reason="espeak-ng and sox are not installed")
+def test_no_engine_and_another_sentence_list_are_refused(tmp_path, monkeypatch):
+    db, locale = _fixture(tmp_path / "fx")
+    with pytest.raises(DataError, match="no TTS engine"):
+        tr.generate_transfer(tmp_path / "t", {"ui": 1}, engines=(), bible_db=db, locale_dir=locale, progress=False)
+    assert not (tmp_path / "t").exists()
+    monkeypatch.setattr(tr, "_render_one", lambda item: 1.0)
+    tr.generate_transfer(tmp_path / "t", {"ui": 1, "bible": 1}, engines=("espeak-ng",), bible_db=db,
+                         locale_dir=locale, progress=False)
+    # the same seed and sizes but other sentences (another Bible): the WAVs on disk belong to the old list
+    verses = fx.fixture_verses()
+    verses["4"][(fx.GEN, 1, 1)] = "And God saw the light that it was good."
+    other = fx.build_bible_db(tmp_path / "other.db", verses)
+    with pytest.raises(DataError, match="sentences_sha256"):
+        tr.generate_transfer(tmp_path / "t", {"ui": 1, "bible": 1}, engines=("espeak-ng",), bible_db=other,
+                             locale_dir=locale, progress=False)

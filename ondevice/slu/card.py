@@ -72,8 +72,10 @@ def write_slu_model(run_dir: str | os.PathLike, out_dir: str | os.PathLike, corp
                      # what the fine-tuning used (its result file, else the run's setting at quantization)
                      "speed_copies": ft.get("speed_copies", q.get("speed_copies", []))},
         "ablation": {v: r["test"] for v, r in ablation.items()},
-        "ablation_epochs": [h["epoch"] for h in next(iter(ablation.values()))["history"]][-1],
-        "shipped_epochs": len(ft["history"]),
+        "ablation_epochs": [h["epoch"] for h in next(iter(ablation.values()))["history"]
+                            if isinstance(h["epoch"], int)][-1],
+        "shipped_epochs": sum(isinstance(h["epoch"], int) for h in ft["history"]),  # not the averages' entries
+        "shipped_average": ft.get("finetune_average", 0),
         "shipped_cycles": ft.get("cycles", 1),
         "teacher": teacher_acc,
         "corpus_generator": _corpus_generator(corpus),
@@ -243,6 +245,7 @@ def render_readme(c: dict[str, Any]) -> str:
               "        --set 'variants=[\"stage1\"]' --set ship_variant=stage1 \\",
               f"        --set finetune_epochs={c['shipped_epochs'] // c.get('shipped_cycles', 1)} "
               + (f"--set finetune_cycles={c['shipped_cycles']} " if c.get("shipped_cycles", 1) > 1 else "")
+              + (f"--set finetune_average={c['shipped_average']} " if c.get("shipped_average", 0) else "")
               + f"--set 'speed_copies={json.dumps(tr.get('speed_copies', []), separators=(',', ':'))}'",
               "    ondevice train slu --corpus data/slu --out runs/slu-v3 --stages vq,tokens,bert,teacher,kd1,finetune"
               "  # the ablation",

@@ -219,14 +219,15 @@ def speed_copies(run: Run, tokenize, cache: str | None) -> list[list[np.ndarray]
     return [[s.astype(np.int64) for s in seqs[k]] for k in keys]
 
 
-def _cached_tokens(run: Run, cache: str | None, size: int,
-                   keys: list[str]) -> tuple[Path | None, str, dict[str, list[np.ndarray]] | None]:
+def _cached_tokens(run: Run, cache: str | None, size: int, keys: list[str],
+                   source: str = "") -> tuple[Path | None, str, dict[str, list[np.ndarray]] | None]:
     """(cache path, stamp, the cached ``keys``' tokens or None) of a token cache in the run
-    directory, stamped with the tokenizer file's sha256 and the tokenized set's size."""
+    directory, stamped with the tokenizer file's sha256, the tokenized set's size and ``source``
+    (what else identifies the set: the transfer set's manifest digest)."""
     if not cache:
         return None, "", None
     path = run.path(cache)
-    stamp = f"{hashlib.sha256(run.path('tokenizer.pt').read_bytes()).hexdigest()} {size}"
+    stamp = " ".join(filter(None, [hashlib.sha256(run.path("tokenizer.pt").read_bytes()).hexdigest(), str(size), source]))
     if path.exists():
         with np.load(path) as z:
             have = set(z.files)
@@ -257,7 +258,8 @@ def transfer_set(run: Run, tokenize, cache: str | None) -> tuple[list[np.ndarray
         teacher.load_state_dict(load_torch(run.path("teacher.pt"))["teacher"])
         teacher.eval()
         _, logits = teacher_outputs(teacher, tokenizer, pad_id, sp.transcripts)
-    path, stamp, found = _cached_tokens(run, cache, len(sp), [SPLIT])
+    manifest = hashlib.sha256((Path(run.cfg.transfer) / f"{SPLIT}.jsonl").read_bytes()).hexdigest()
+    path, stamp, found = _cached_tokens(run, cache, len(sp), [SPLIT], source=manifest)
     if found is not None:
         return found[SPLIT], logits
     seqs = tokenize_split(tokenize, sp, run.model_cfg)
@@ -265,6 +267,14 @@ def transfer_set(run: Run, tokenize, cache: str | None) -> tuple[list[np.ndarray
         write_tokens(path, {SPLIT: seqs}, {"source": np.array(stamp)})
     run.log(f"transfer set {run.cfg.transfer}: {len(seqs)} sentences, {sum(len(x) for x in seqs)} frames")
     return [x.astype(np.int64) for x in seqs], logits
+
+
+def transfer_summary(cfg: SLUTrainConfig, transfer: tuple | None = None) -> dict | None:
+    """What a result file records of the transfer setting (None without one)."""
+    if not cfg.transfer:
+        return None
+    return {"set": cfg.transfer, "weight": cfg.transfer_weight, "batch": cfg.transfer_batch,
+            "target": cfg.transfer_target, **({"sentences": len(transfer[0])} if transfer else {})}
 
 
 def encoder_vectors(run: Run, transcripts: list[str]) -> torch.Tensor:
@@ -391,9 +401,8 @@ def stage_finetune(run: Run) -> None:
         if bert is None:  # every cycle was done before
             bert = load_bert(init, run.model_cfg)
         result = {"speed_copies": check_speed_copies(run.cfg.speed_copies),
-                  "transfer": ({"set": run.cfg.transfer, "sentences": len(transfer[0]), "weight": run.cfg.transfer_weight,
-                                "batch": run.cfg.transfer_batch, "target": run.cfg.transfer_target}
-                               if transfer else None),
+                  "transfer": transfer_summary(run.cfg, transfer),
+                  "finetune_average": run.cfg.finetune_average,
                   "from": run.cfg.finetune_from or start[variant], "cycles": run.cfg.finetune_cycles,
                   "valid": evaluate(bert, tokens["valid"], valid.labels),
                   "test": evaluate(bert, tokens["test"], test.labels, test.heldout_phrasing),
@@ -465,7 +474,7 @@ def stage_quantize(run: Run) -> None:
     retrained = {"steps": run.cfg.front_qat_steps, "lr": run.cfg.front_qat_lr,
                  "valid_tokens_unchanged_before": ptq_same, **front_qat}
     summary = {"variant": run.cfg.ship_variant, "plan": plan.to_dict(), "average_bits": bits,
-               "speed_copies": check_speed_copies(run.cfg.speed_copies), "transfer": run.cfg.transfer or None,
+               "speed_copies": check_speed_copies(run.cfg.speed_copies), "transfer": transfer_summary(run.cfg),
                "matrices": len(assign), "front_end_retraining": retrained, "tokens_unchanged": same, "fp32": fp32,
                "quantized_front_end_fp32_bert": ptq_front, "ptq": ptq, "qat": qat, "qat_history": history}
     manifest = export_slu(model, run.path("onnx"), pack_results(results),
@@ -492,7 +501,9 @@ def run_stages(cfg: SLUTrainConfig, stages: tuple[str, ...] = STAGES) -> Run:
         raise ConfigError(f"transfer: no transfer set at {cfg.transfer} (make one with `ondevice data slu-transfer`)")
     if cfg.transfer_target not in ("logits", "encoder"):
         raise ConfigError(f"transfer_target: 'logits' or 'encoder', got {cfg.transfer_target!r}")
-    if cfg.transfer_batch < 1 or cfg.transfer_weight < 0:
+    if isinstance(cfg.transfer_batch, bool) or not isinstance(cfg.transfer_batch, int) \
+            or isinstance(cfg.transfer_weight, bool) or not isinstance(cfg.transfer_weight, (int, float)) \
+            or cfg.transfer_batch < 1 or cfg.transfer_weight < 0:
         raise ConfigError(f"transfer_batch must be >= 1 and transfer_weight >= 0, got {cfg.transfer_batch}, "
                           f"{cfg.transfer_weight}")
     if cfg.threads:

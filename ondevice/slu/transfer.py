@@ -27,6 +27,7 @@ Layout (``ondevice data slu-transfer --out DIR``)::
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import random
@@ -38,12 +39,12 @@ from ..atomic import atomic_write_text
 from ..errors import DataError
 from ..progress import Progress
 from . import synth
-from .corpus import _check_config, _render_one, utterance_spec
+from .corpus import _check_config, _render_one, _tidy, utterance_spec
 from .intents import INTENTS
 from .phrasings import phrasings
 from .synth import ENGINES
 
-GENERATOR = "ondevice-slu-transfer/1"
+GENERATOR = "ondevice-slu-transfer/2"  # /2: the leakage guard compares normalised phrasings
 SPLIT = "transfer"
 #: Sentence lengths kept (words): commands are 1-12 words; longer sentences cost rendering and
 #: fine-tuning time for words the short ones also carry.
@@ -75,13 +76,16 @@ def _clauses(verse: str) -> list[str]:
 
 
 def excluded_strings() -> tuple[frozenset[str], list[str]]:
-    """(every phrasing of every intent, the held-out phrasings): the leakage guard's lists."""
+    """(every phrasing of every intent, the held-out phrasings): the leakage guard's lists, each
+    phrasing also as :func:`clean_sentence` writes a candidate ("softer, please" -> "softer please"),
+    so that a comma cannot hide one."""
     every, held = set(), []
     for it in INTENTS:
         for p in phrasings(it.key):
-            every.add(p.text)
+            forms = {p.text, clean_sentence(p.text) or p.text}
+            every |= forms
             if p.heldout:
-                held.append(p.text)
+                held += forms
     return frozenset(every), sorted(set(held))
 
 
@@ -122,13 +126,20 @@ def choose_sentences(candidates: dict[str, list[str]], sizes: dict[str, int], se
     return chosen
 
 
-def _render_or_none(item: tuple[synth.RenderJob, str]) -> float | None:
-    """Duration of the rendered utterance, or None when the engine cannot say the sentence (espeak-ng
-    crashes on a few sentence/timbre pairs): a general sentence is not worth stopping the set for."""
+def _render_or_error(item: tuple[synth.RenderJob, str]) -> float | str:
+    """Duration of the rendered utterance, or the engine's error message when it cannot say the
+    sentence (espeak-ng crashes on a few sentence/timbre pairs): a general sentence is not worth
+    stopping the set for, but a broken tool is (:func:`max_failed`)."""
     try:
         return _render_one(item)
-    except DataError:
-        return None
+    except DataError as e:
+        return str(e)
+
+
+def max_failed(n: int) -> int:
+    """Sentences the engines may fail to say before the set is refused: 1 % (at least 20).  More
+    means a broken tool or voice, not a few unsayable sentences."""
+    return max(20, n // 100)
 
 
 def generate_transfer(out_dir: str | os.PathLike, sizes: dict[str, int], *, seed: int = 0, workers: int = 1,
@@ -140,20 +151,26 @@ def generate_transfer(out_dir: str | os.PathLike, sizes: dict[str, int], *, seed
     if workers < 1:
         raise DataError(f"workers must be >= 1, got {workers}")
     engines = tuple(dict.fromkeys(engines))
+    if not engines:
+        raise DataError(f"no TTS engine selected; choose from {', '.join(ENGINES)}")
     synth.check_engines(engines)
     tools = synth.check_tools(engines)
     out = Path(out_dir)
-    config = {"generator": GENERATOR, "seed": seed, "sizes": dict(sorted(sizes.items())), "engines": list(engines)}
     sentences = choose_sentences(candidate_sentences(bible_db, locale_dir), sizes, seed)
+    # the sentence list is part of the config: WAVs already on disk are reused by index only for the same list
+    digest = hashlib.sha256("\n".join(f"{src}\t{text}" for src, text in sentences).encode()).hexdigest()
+    config = {"generator": GENERATOR, "seed": seed, "sizes": dict(sorted(sizes.items())), "engines": list(engines),
+              "sentences_sha256": digest}
     (out / SPLIT).mkdir(parents=True, exist_ok=True)
     _check_config(out, config)
+    _tidy(out / SPLIT, SPLIT, len(sentences))
 
     jobs = []
     for i, (source, text) in enumerate(sentences):
         spec = utterance_spec(seed + SEED_OFFSET, "train", i, engines)
         jobs.append((source, dataclasses.replace(spec.job, text=text), f"{SPLIT}/{SPLIT}_{i:06d}.wav"))
     start = time.monotonic()
-    durations: dict[str, float | None] = {}
+    durations: dict[str, float | str] = {}  # seconds, or why it failed
     todo = []
     for _, job, rel in jobs:
         info = synth.wav_info(out / rel) if synth.is_valid_output(out / rel) else None
@@ -165,12 +182,12 @@ def generate_transfer(out_dir: str | os.PathLike, sizes: dict[str, int], *, seed
     with Progress("slu transfer set", total=len(jobs), unit="utt", enabled=progress) as bar:
         bar.update(len(durations))
         if workers == 1:
-            results = map(_render_or_none, items)
+            results = map(_render_or_error, items)
         else:
             from concurrent.futures import ProcessPoolExecutor
 
             pool = ProcessPoolExecutor(max_workers=workers)
-            results = pool.map(_render_or_none, items, chunksize=8)
+            results = pool.map(_render_or_error, items, chunksize=8)
         try:
             for (_, rel), dur in zip(todo, results):
                 durations[rel] = dur
@@ -180,8 +197,9 @@ def generate_transfer(out_dir: str | os.PathLike, sizes: dict[str, int], *, seed
                 pool.shutdown()
     rows, failed = [], []
     for source, job, rel in jobs:
-        if durations[rel] is None:
-            failed.append({"id": Path(rel).stem, "transcript": job.text, "voice": job.voice.id})
+        if isinstance(durations[rel], str):
+            failed.append({"id": Path(rel).stem, "transcript": job.text, "voice": job.voice.id,
+                           "error": durations[rel]})
             continue
         rows.append({"id": Path(rel).stem, "path": rel, "transcript": job.text, "source": source,
                      "voice": job.voice.id, "engine": job.voice.engine, "rate": job.rate, "pitch": job.pitch,
@@ -192,4 +210,8 @@ def generate_transfer(out_dir: str | os.PathLike, sizes: dict[str, int], *, seed
              "by_engine": {e: sum(r["engine"] == e for r in rows) for e in engines},
              "rendered": len(todo), "failed": failed, "elapsed_s": round(time.monotonic() - start, 1)}
     atomic_write_text(out / "stats.json", json.dumps(stats, indent=1) + "\n")
+    if len(failed) > max_failed(len(jobs)):
+        raise DataError(f"{len(failed)} of {len(jobs)} sentences could not be rendered (at most "
+                        f"{max_failed(len(jobs))} may fail), e.g. {failed[0]['voice']}: {failed[0]['error']}; "
+                        f"the list is in {out / 'stats.json'}; the rendered ones are kept and a rerun completes the set")
     return stats
