@@ -243,6 +243,28 @@ def test_finetune_average_setting_is_checked(tmp_path):
                                       finetune_average=bad))
 
 
+def test_tokenize_split_applies_a_transform_per_utterance():
+    """Reverb copies: ``transform(index, wave)`` runs on each waveform before the tokenizer."""
+    from ondevice.slu.model import SpeechTokenizer
+    from ondevice.slu.pretrain import tokenize_split
+    from ondevice.slu.reverb import reverb_transform
+
+    torch.manual_seed(0)
+    cfg = SLUConfig(**TINY).validate()
+    tok = SpeechTokenizer(cfg).eval()
+    split = _noise_split(3, 0.6, 2)
+    room = reverb_transform(0, 0, 16000)
+    seen = []
+    roomed = tokenize_split(tok.tokenize, split, cfg, progress=False,
+                            transform=lambda i, w: seen.append(i) or room(i, w))
+    assert seen == list(range(len(split)))
+    for i in range(len(split)):
+        w = torch.from_numpy(room(i, split.wave(i)))[None]
+        np.testing.assert_array_equal(roomed[i], tok.tokenize(w)[0].numpy())
+    assert any(not np.array_equal(a, b) for a, b in zip(roomed, tokenize_split(tok.tokenize, split, cfg,
+                                                                              progress=False)))
+
+
 def test_speed_copies_setting_is_checked():
     from ondevice.slu.train import SLUTrainConfig, check_speed_copies, run_stages
 

@@ -68,6 +68,8 @@ class SLUTrainConfig:
     front_qat_lr: float = 3e-5
     qat_epochs: int = 3
     ensemble_rates: tuple = (15000, 16000, 17000)  # the export's speed ensemble (understander.py); () for none
+    reverb_copies: int = 0        # training utterances also tokenized this many times, each in a random synthetic
+    #                               room (ondevice/slu/reverb.py); drawn like the speed copies
     speed_copies: tuple = (15000, 17000)  # training utterances also tokenized at these rates, read as 16 kHz
     #                                       (speed perturbation); fine-tuning and QAT draw one version each time
     transfer: str = ""            # a transfer set (`ondevice data slu-transfer`): unlabelled sentences whose teacher
@@ -214,6 +216,29 @@ def speed_copies(run: Run, tokenize, cache: str | None) -> list[list[np.ndarray]
     if found is not None:
         return [found[k] for k in keys]
     seqs = {k: tokenize_split(tokenize, train, run.model_cfg, rate=r) for k, r in zip(keys, rates)}
+    if path is not None:
+        write_tokens(path, seqs, {"source": np.array(stamp)})
+    return [[s.astype(np.int64) for s in seqs[k]] for k in keys]
+
+
+def reverb_copies(run: Run, tokenize, cache: str | None) -> list[list[np.ndarray]]:
+    """The training split's tokens in ``reverb_copies`` random rooms each (reverb.reverb_transform,
+    seeded by the run's seed), by ``tokenize``; cached and stamped as :func:`speed_copies`' are."""
+    from .model import SAMPLE_RATE
+    from .pretrain import tokenize_split
+    from .reverb import reverb_transform
+
+    n = run.cfg.reverb_copies
+    if not n:
+        return []
+    train = run.split("train")
+    keys = [f"train@reverb{k}" for k in range(n)]
+    path, stamp, found = _cached_tokens(run, cache, len(train), keys, source=f"reverb/1 seed {run.cfg.seed}")
+    if found is not None:
+        return [found[k] for k in keys]
+    seqs = {key: tokenize_split(tokenize, train, run.model_cfg, what=f"in room {k + 1}/{n}",
+                                transform=reverb_transform(run.cfg.seed, k, SAMPLE_RATE))
+            for k, key in enumerate(keys)}
     if path is not None:
         write_tokens(path, seqs, {"source": np.array(stamp)})
     return [[s.astype(np.int64) for s in seqs[k]] for k in keys]
@@ -369,7 +394,8 @@ def stage_finetune(run: Run) -> None:
         tokens = {s: read_tokens(run.path("tokens.npz"), s) for s in ("train", "valid", "test")}
         teacher_logits = load_torch(run.path("teacher.pt"))["train_logits"]
         train, valid, test = run.split("train"), run.split("valid"), run.split("test")
-        copies = speed_copies(run, load_tokenizer(run.path("tokenizer.pt")).tokenize, "tokens_speed.npz")
+        copies = speed_copies(run, load_tokenizer(run.path("tokenizer.pt")).tokenize, "tokens_speed.npz") \
+            + reverb_copies(run, load_tokenizer(run.path("tokenizer.pt")).tokenize, "tokens_reverb.npz")
         transfer = transfer_set(run, load_tokenizer(run.path("tokenizer.pt")).tokenize, "tokens_transfer.npz")
         rep_targets = command_vectors(run)
     for variant in todo:
@@ -400,7 +426,7 @@ def stage_finetune(run: Run) -> None:
                 init = done
         if bert is None:  # every cycle was done before
             bert = load_bert(init, run.model_cfg)
-        result = {"speed_copies": check_speed_copies(run.cfg.speed_copies),
+        result = {"speed_copies": check_speed_copies(run.cfg.speed_copies), "reverb_copies": run.cfg.reverb_copies,
                   "transfer": transfer_summary(run.cfg, transfer),
                   "finetune_average": run.cfg.finetune_average,
                   "from": run.cfg.finetune_from or start[variant], "cycles": run.cfg.finetune_cycles,
@@ -452,7 +478,7 @@ def stage_quantize(run: Run) -> None:
     ptq_front = evaluate(model.bert, new["test"], splits["test"].labels, splits["test"].heldout_phrasing)
     run.log(f"quantized front end: {same:.4f} of the tokens unchanged; test accuracy with the fp32 BERT "
             f"{ptq_front['intent_accuracy']:.4f}")
-    copies = speed_copies(run, model.tokens, None)
+    copies = speed_copies(run, model.tokens, None) + reverb_copies(run, model.tokens, None)
     transfer = transfer_set(run, model.tokens, None)
     bert_assign = {k[len("bert."):]: v for k, v in assign.items() if k.startswith("bert.")}
     apply_fake_quant(model.bert, bert_assign, method=plan.method, refresh_every=run.cfg.qat_refresh_every)
@@ -474,7 +500,8 @@ def stage_quantize(run: Run) -> None:
     retrained = {"steps": run.cfg.front_qat_steps, "lr": run.cfg.front_qat_lr,
                  "valid_tokens_unchanged_before": ptq_same, **front_qat}
     summary = {"variant": run.cfg.ship_variant, "plan": plan.to_dict(), "average_bits": bits,
-               "speed_copies": check_speed_copies(run.cfg.speed_copies), "transfer": transfer_summary(run.cfg),
+               "speed_copies": check_speed_copies(run.cfg.speed_copies), "reverb_copies": run.cfg.reverb_copies,
+               "transfer": transfer_summary(run.cfg),
                "matrices": len(assign), "front_end_retraining": retrained, "tokens_unchanged": same, "fp32": fp32,
                "quantized_front_end_fp32_bert": ptq_front, "ptq": ptq, "qat": qat, "qat_history": history}
     manifest = export_slu(model, run.path("onnx"), pack_results(results),
@@ -497,6 +524,8 @@ def run_stages(cfg: SLUTrainConfig, stages: tuple[str, ...] = STAGES) -> Run:
             or not 0 <= cfg.finetune_average <= cfg.finetune_epochs:
         raise ConfigError(f"finetune_average must be an integer in 0..finetune_epochs ({cfg.finetune_epochs}), "
                           f"got {cfg.finetune_average!r}")
+    if isinstance(cfg.reverb_copies, bool) or not isinstance(cfg.reverb_copies, int) or cfg.reverb_copies < 0:
+        raise ConfigError(f"reverb_copies must be an integer >= 0, got {cfg.reverb_copies!r}")
     if cfg.transfer and not (Path(cfg.transfer) / "transfer.jsonl").is_file():
         raise ConfigError(f"transfer: no transfer set at {cfg.transfer} (make one with `ondevice data slu-transfer`)")
     if cfg.transfer_target not in ("logits", "encoder"):
