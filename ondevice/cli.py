@@ -23,6 +23,7 @@ Verbs present in this version:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -175,7 +176,9 @@ def _cmd_train_slu(args: argparse.Namespace) -> int:
     cfg = SLUTrainConfig(corpus=args.corpus, out=args.out)
     for k, v in overrides.items():
         if not hasattr(cfg, k):
-            raise OndeviceError(f"unknown setting {k!r} for train slu")
+            known = ", ".join(f.name for f in dataclasses.fields(cfg) if f.name not in ("corpus", "out"))
+            raise OndeviceError(f"unknown setting {k!r} for train slu; settings: {known} "
+                                "(ondevice/slu/train.py, SLUTrainConfig, says what each does)")
         setattr(cfg, k, tuple(v) if isinstance(v, list) and k == "variants" else v)
     stages = tuple(s for s in args.stages.split(",") if s) if args.stages else STAGES
     run = run_stages(cfg, stages)

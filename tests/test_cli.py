@@ -56,3 +56,10 @@ def test_bench_kernels_tiny_run_writes_reports(tmp_path):
     assert all(t > 0 for t in case["times_us"].values())
     assert report["machine"]["cpu"] and report["bandwidth_gbps"]["1"] > 0
     assert "Speed-up" in (tmp_path / "kernels.md").read_text()
+
+
+def test_train_slu_unknown_setting_lists_the_settings(tmp_path):
+    r = run("train", "slu", "--corpus", str(tmp_path), "--out", str(tmp_path / "run"), "--set", "finetune_epoch=3")
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "unknown setting 'finetune_epoch'" in r.stderr and "finetune_epochs" in r.stderr
+    assert "reverb_copies" in r.stderr and not (tmp_path / "run").exists()
