@@ -115,16 +115,16 @@ def fit_codebooks(tok: SpeechTokenizer, split: SLUSplit, frames: int, seed: int,
 def tokenize_split(tokenize: Callable[[torch.Tensor], torch.Tensor], split: SLUSplit, cfg: SLUConfig,
                    progress: bool = True, rate: int = SAMPLE_RATE,
                    transform: Callable[[int, np.ndarray], np.ndarray] | None = None,
-                   what: str = "") -> list[np.ndarray]:
+                   label: str = "") -> list[np.ndarray]:
     """Token ids (int16 arrays) of every utterance by ``tokenize`` (waveforms ``[1, T]`` -> ids
     ``[1, N]``: the tokenizer's, or the quantized model's), one at a time: exactly what the
     exported graph computes on that utterance alone (no padding effects).  ``rate`` other than
     16 kHz: each utterance is first resampled to ``rate`` and read as 16 kHz, the speed change
     (pitch, formants and tempo together) of the runtime's speed ensemble, here for training copies.
-    ``transform(index, wave)``: applied to each 16 kHz waveform first (reverb copies); ``what``
+    ``transform(index, wave)``: applied to each 16 kHz waveform first (reverb copies); ``label``
     names that in the progress line."""
     out = []
-    what = split.name + (f" {what}" if what else "") + (f" at {rate} Hz" if rate != SAMPLE_RATE else "")
+    what = split.name + (f" {label}" if label else "") + (f" at {rate} Hz" if rate != SAMPLE_RATE else "")
     with Progress(f"tokenizing {what}", total=len(split), unit="utt", enabled=progress) as bar:
         for i in range(len(split)):
             wave = split.wave(i)

@@ -205,40 +205,37 @@ def speed_copies(run: Run, tokenize, cache: str | None) -> list[list[np.ndarray]
     run directory under that name, stamped with the tokenizer file's sha256 and the split's size:
     a copy from another tokenizer (a re-run ``vq`` stage, a file copied between runs) would train
     on another codebook's ids without any error, so a stamp that differs means tokenizing again."""
-    from .pretrain import tokenize_split
-
     rates = check_speed_copies(run.cfg.speed_copies)
-    if not rates:
-        return []
-    train = run.split("train")
-    keys = [f"train@{r}" for r in rates]
-    path, stamp, found = _cached_tokens(run, cache, len(train), keys)
-    if found is not None:
-        return [found[k] for k in keys]
-    seqs = {k: tokenize_split(tokenize, train, run.model_cfg, rate=r) for k, r in zip(keys, rates)}
-    if path is not None:
-        write_tokens(path, seqs, {"source": np.array(stamp)})
-    return [[s.astype(np.int64) for s in seqs[k]] for k in keys]
+    return _tokenized_copies(run, cache, {f"train@{r}": dict(rate=r) for r in rates}, tokenize)
 
 
 def reverb_copies(run: Run, tokenize, cache: str | None) -> list[list[np.ndarray]]:
     """The training split's tokens in ``reverb_copies`` random rooms each (reverb.reverb_transform,
     seeded by the run's seed), by ``tokenize``; cached and stamped as :func:`speed_copies`' are."""
     from .model import SAMPLE_RATE
-    from .pretrain import tokenize_split
     from .reverb import reverb_transform
 
     n = run.cfg.reverb_copies
-    if not n:
+    variants = {f"train@reverb{k}": dict(label=f"in room {k + 1}/{n}",
+                                        transform=reverb_transform(run.cfg.seed, k, SAMPLE_RATE))
+                for k in range(n)}
+    return _tokenized_copies(run, cache, variants, tokenize, source=f"reverb/1 seed {run.cfg.seed}")
+
+
+def _tokenized_copies(run: Run, cache: str | None, variants: dict[str, dict], tokenize,
+                      source: str = "") -> list[list[np.ndarray]]:
+    """The training split tokenized once per variant (``tokenize_split`` keyword arguments by cache
+    key), through the run's token cache (:func:`_cached_tokens`); [] without variants."""
+    from .pretrain import tokenize_split
+
+    if not variants:
         return []
     train = run.split("train")
-    keys = [f"train@reverb{k}" for k in range(n)]
-    path, stamp, found = _cached_tokens(run, cache, len(train), keys, source=f"reverb/1 seed {run.cfg.seed}")
+    keys = list(variants)
+    path, stamp, found = _cached_tokens(run, cache, len(train), keys, source=source)
     if found is not None:
         return [found[k] for k in keys]
-    seqs = {key: tokenize_split(tokenize, train, run.model_cfg, what=f"in room {k + 1}/{n}",
-                                transform=reverb_transform(run.cfg.seed, k, SAMPLE_RATE))
-            for k, key in enumerate(keys)}
+    seqs = {k: tokenize_split(tokenize, train, run.model_cfg, **variants[k]) for k in keys}
     if path is not None:
         write_tokens(path, seqs, {"source": np.array(stamp)})
     return [[s.astype(np.int64) for s in seqs[k]] for k in keys]
@@ -394,9 +391,9 @@ def stage_finetune(run: Run) -> None:
         tokens = {s: read_tokens(run.path("tokens.npz"), s) for s in ("train", "valid", "test")}
         teacher_logits = load_torch(run.path("teacher.pt"))["train_logits"]
         train, valid, test = run.split("train"), run.split("valid"), run.split("test")
-        copies = speed_copies(run, load_tokenizer(run.path("tokenizer.pt")).tokenize, "tokens_speed.npz") \
-            + reverb_copies(run, load_tokenizer(run.path("tokenizer.pt")).tokenize, "tokens_reverb.npz")
-        transfer = transfer_set(run, load_tokenizer(run.path("tokenizer.pt")).tokenize, "tokens_transfer.npz")
+        tokenize = load_tokenizer(run.path("tokenizer.pt")).tokenize
+        copies = speed_copies(run, tokenize, "tokens_speed.npz") + reverb_copies(run, tokenize, "tokens_reverb.npz")
+        transfer = transfer_set(run, tokenize, "tokens_transfer.npz")
         rep_targets = command_vectors(run)
     for variant in todo:
         run.log(f"fine-tuning variant {variant}")
@@ -511,6 +508,11 @@ def stage_quantize(run: Run) -> None:
     atomic_write_bytes(out, (json.dumps(summary, indent=1) + "\n").encode())
 
 
+def _is_int(value: Any) -> bool:
+    """An integer setting (JSON ``true`` is a bool, which Python also counts as an int)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def run_stages(cfg: SLUTrainConfig, stages: tuple[str, ...] = STAGES) -> Run:
     unknown = set(stages) - set(STAGES)
     if unknown:
@@ -518,21 +520,20 @@ def run_stages(cfg: SLUTrainConfig, stages: tuple[str, ...] = STAGES) -> Run:
     check_speed_copies(cfg.speed_copies)  # before hours of earlier stages
     if "finetune" in stages and cfg.finetune_from and not Path(cfg.finetune_from).is_file():
         raise ConfigError(f"finetune_from: no checkpoint at {cfg.finetune_from}")
-    if isinstance(cfg.finetune_cycles, bool) or not isinstance(cfg.finetune_cycles, int) or cfg.finetune_cycles < 1:
+    if not _is_int(cfg.finetune_cycles) or cfg.finetune_cycles < 1:
         raise ConfigError(f"finetune_cycles must be a positive integer, got {cfg.finetune_cycles!r}")
-    if isinstance(cfg.finetune_average, bool) or not isinstance(cfg.finetune_average, int) \
-            or not 0 <= cfg.finetune_average <= cfg.finetune_epochs:
+    if not _is_int(cfg.finetune_average) or not 0 <= cfg.finetune_average <= cfg.finetune_epochs:
         raise ConfigError(f"finetune_average must be an integer in 0..finetune_epochs ({cfg.finetune_epochs}), "
                           f"got {cfg.finetune_average!r}")
-    if isinstance(cfg.reverb_copies, bool) or not isinstance(cfg.reverb_copies, int) or cfg.reverb_copies < 0:
+    if not _is_int(cfg.reverb_copies) or cfg.reverb_copies < 0:
         raise ConfigError(f"reverb_copies must be an integer >= 0, got {cfg.reverb_copies!r}")
     if cfg.transfer and not (Path(cfg.transfer) / "transfer.jsonl").is_file():
         raise ConfigError(f"transfer: no transfer set at {cfg.transfer} (make one with `ondevice data slu-transfer`)")
     if cfg.transfer_target not in ("logits", "encoder"):
         raise ConfigError(f"transfer_target: 'logits' or 'encoder', got {cfg.transfer_target!r}")
-    if isinstance(cfg.transfer_batch, bool) or not isinstance(cfg.transfer_batch, int) \
+    if not _is_int(cfg.transfer_batch) or cfg.transfer_batch < 1 \
             or isinstance(cfg.transfer_weight, bool) or not isinstance(cfg.transfer_weight, (int, float)) \
-            or cfg.transfer_batch < 1 or cfg.transfer_weight < 0:
+            or cfg.transfer_weight < 0:
         raise ConfigError(f"transfer_batch must be >= 1 and transfer_weight >= 0, got {cfg.transfer_batch}, "
                           f"{cfg.transfer_weight}")
     if cfg.threads:
