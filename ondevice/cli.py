@@ -588,8 +588,9 @@ def build_parser() -> argparse.ArgumentParser:
                         epilog="example: ondevice train slu --corpus data/slu --out runs/slu")
     tsl.add_argument("--corpus", default="data/slu", help="corpus directory (default data/slu)")
     tsl.add_argument("--out", default="runs/slu", help="run directory (default runs/slu)")
-    tsl.add_argument("--stages", default=None, help="comma-separated subset of: vq,tokens,bert,teacher,kd1,"
-                     "finetune,quantize (default: all, in that order)")
+    tsl.add_argument("--stages", default=None, help="comma-separated subset of: vq,dereverb,tokens,bert,teacher,"
+                     "kd1,finetune,quantize (default: all, in that order; dereverb only acts with "
+                     "--set dereverb_steps=N)")
     tsl.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override a setting of ondevice.slu.train.SLUTrainConfig (VALUE as JSON), e.g. "
                           "--set vq_steps=500 --set limit=200")

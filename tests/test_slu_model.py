@@ -396,6 +396,25 @@ def test_tiny_recipe_end_to_end(tmp_path):
     assert before_w.keys() == after_w.keys() and all(torch.equal(before_w[k], after_w[k]) for k in before_w)
     with pytest.raises(ConfigError, match="finetune_cycles"):
         run_stages(dataclasses.replace(again, finetune_cycles=0), ("finetune",))
+    # the dereverb stage: refused where tokens.npz came from the tokenizer before it; in a run with the vq
+    # stage's tokenizer alone it keeps that one as tokenizer_vq.pt and records what it measured
+    with pytest.raises(ConfigError, match="dereverb stage"):
+        run_stages(dataclasses.replace(again, dereverb_steps=2), ("dereverb",))
+    run3 = tmp_path / "run3"
+    run3.mkdir()
+    shutil.copy(run / "tokenizer.pt", run3 / "tokenizer.pt")
+    dr = dataclasses.replace(cfg, out=str(run3), dereverb_steps=2, dereverb_pairs=3)
+    run_stages(dr, ("dereverb", "tokens"))
+    vq = torch.load(run / "tokenizer.pt", weights_only=False)
+    kept = torch.load(run3 / "tokenizer_vq.pt", weights_only=False)
+    assert all(torch.equal(vq["encoder"][k], kept["encoder"][k]) for k in vq["encoder"])
+    new = torch.load(run3 / "tokenizer.pt", weights_only=False)
+    assert new["dereverb"]["steps"] == 2 and 1 <= new["dereverb"]["pairs"] <= 3
+    assert not all(torch.equal(vq["encoder"][k], new["encoder"][k]) for k in vq["encoder"])
+    assert (run3 / "tokens.npz").exists()
+    retrained = (run3 / "tokenizer.pt").read_bytes()
+    run_stages(dr, ("dereverb",))  # done: not retrained again
+    assert (run3 / "tokenizer.pt").read_bytes() == retrained
     wav = sorted((tmp_path / "c" / "test").glob("*.wav"))[0]
     assert main(["understand", "--model", str(run / "onnx"), "--backend", "onnxruntime", "--json", str(wav)]) == 0
     # the export lists the speed ensemble; --one-pass and the benchmark's one-pass rows skip it

@@ -294,6 +294,24 @@ def _tts(job: RenderJob, wav_path: str) -> None:
                         + (f": {said}" if said else ""))
 
 
+def reverb_effect(reverberance: int, room_scale: int) -> list[str]:
+    """The corpus's sox reverb effect (HF damping 50 %)."""
+    return ["reverb", str(reverberance), "50", str(room_scale)]
+
+
+def sox_reverb(x: np.ndarray, reverberance: int, room_scale: int) -> np.ndarray:
+    """Float 16 kHz mono audio through the corpus's reverb effect (``-R``, no dither: repeatable),
+    peak-normalised to -1 dBFS as the corpus's chain ends, and cut (the tail) or zero-padded to the
+    input's length so that frame i of the result is frame i of the input: aligned pairs for
+    ``ondevice.slu.dereverb``."""
+    pcm = np.clip(np.round(np.asarray(x, np.float64) * 32767), -32768, 32767).astype("<i2").tobytes()
+    fmt = ["-t", "raw", "-r", str(SAMPLE_RATE), "-e", "signed-integer", "-b", "16", "-c", "1", "-L"]
+    raw = _run(["sox", "-R", "-D", "-q", *fmt, "-", *fmt, "-", *reverb_effect(reverberance, room_scale),
+                "channels", "1", "gain", "-n", "-1"], "add reverb", input_bytes=pcm)
+    y = np.frombuffer(raw, "<i2").astype(np.float32) / 32768
+    return np.pad(y[:len(x)], (0, max(0, len(x) - len(y))))
+
+
 def sox_effects(job: RenderJob) -> list[str]:
     """The sox effect chain of a job (after TTS, before noise)."""
     a = job.aug
@@ -306,7 +324,7 @@ def sox_effects(job: RenderJob) -> list[str]:
         fx += ["tempo", "-s", f"{a.tempo:g}"]
     fx += ["rate", "-v", str(SAMPLE_RATE)]
     if a.reverb is not None:
-        fx += ["reverb", str(a.reverb), "50", str(a.room_scale if a.room_scale is not None else 50)]
+        fx += reverb_effect(a.reverb, a.room_scale if a.room_scale is not None else 50)
     fx += ["channels", "1", "pad", f"{a.lead_s:.3f}", f"{a.trail_s:.3f}", "gain", "-n", "-1"]
     return fx
 

@@ -1,6 +1,9 @@
 """`ondevice train slu`: the whole SLU recipe as resumable stages in one run directory.
 
     vq        vq-wav2vec contrastive pre-training of the feature encoder, k-means VQ  -> tokenizer.pt
+    dereverb  only with ``dereverb_steps`` > 0: the front end retrained so that training utterances
+              through the corpus's reverb give their dry tokens (slu/dereverb.py)      -> tokenizer.pt
+              (the vq stage's kept as tokenizer_vq.pt)
     tokens    every split tokenized by the frozen tokenizer                            -> tokens.npz
     bert      masked-span pre-training of the BERT on the training tokens             -> bert_mlm.pt
     teacher   text teacher (the NMT model's pre-trained encoder) fine-tuned on the
@@ -36,7 +39,7 @@ from ..errors import ConfigError
 from .dataset import load_split
 from .model import SLUConfig
 
-STAGES = ("vq", "tokens", "bert", "teacher", "kd1", "finetune", "quantize")
+STAGES = ("vq", "dereverb", "tokens", "bert", "teacher", "kd1", "finetune", "quantize")
 KD_LOGIT_VARIANTS = ("stage2", "both")  # the fine-tunings with stage-2 KD (L1 to the teacher's logits)
 
 
@@ -47,6 +50,8 @@ class SLUTrainConfig:
     model: dict = field(default_factory=dict)
     vq_steps: int = 2000
     vq_batch: int = 16
+    dereverb_steps: int = 0       # > 0: the dereverb stage's steps (reverb-invariant front end, slu/dereverb.py)
+    dereverb_pairs: int = 4000    # dry training utterances paired with a reverberant copy for it
     bert_steps: int = 2000
     teacher_epochs: int = 30
     kd1_steps: int = 1500
@@ -133,6 +138,47 @@ def stage_vq(run: Run) -> None:
                              checkpoint=lambda s: save_torch(ckpt, s))
     save_torch(out, {"config": run.model_cfg.to_dict(), "encoder": tok.encoder.state_dict(),
                      "vq_logits": tok.vq_logits.state_dict()})
+
+
+DEREVERB_VALID_PAIRS = 150  # validation pairs the dereverb stage measures token agreement on
+
+
+def _dry_mask(run: Run, split: str) -> np.ndarray:
+    """Utterances of ``split`` the corpus rendered without augmentation (its manifest's kind "clean")."""
+    from .dataset import read_manifest
+
+    rows = read_manifest(Path(run.cfg.corpus) / f"{split}.jsonl")[: run.cfg.limit]
+    return np.array([(r.get("augmentation") or {}).get("kind") == "clean" for r in rows], dtype=bool)
+
+
+def stage_dereverb(run: Run) -> None:
+    """Retrain the vq stage's front end to be reverb-invariant (:mod:`.dereverb`); the original is
+    kept as tokenizer_vq.pt and the result records what it measured under the key "dereverb"."""
+    from .dereverb import reverb_pairs, token_agreement, train_dereverb
+
+    if run.cfg.dereverb_steps <= 0:
+        return
+    path = run.path("tokenizer.pt")
+    state = load_torch(path)
+    if "dereverb" in state:
+        return
+    if run.path("tokens.npz").exists():
+        raise ConfigError(f"{run.path('tokens.npz')} was made by the tokenizer before the dereverb stage: remove "
+                          "it (and every later stage's output) or run without dereverb_steps")
+    teacher = load_tokenizer(path)
+    dry, wet = reverb_pairs(run.split("train"), _dry_mask(run, "train"), run.cfg.dereverb_pairs, run.cfg.seed)
+    v_dry, v_wet = reverb_pairs(run.split("valid"), _dry_mask(run, "valid"), DEREVERB_VALID_PAIRS,
+                                run.cfg.seed + 1)
+    student = train_dereverb(teacher, dry, wet, run.cfg.dereverb_steps, seed=run.cfg.seed, log=run.log)
+    # measured on validation pairs (None when the validation split has no dry utterance)
+    measured = {"steps": run.cfg.dereverb_steps, "pairs": len(dry), "valid_pairs": len(v_dry),
+                "wet_to_dry_before": token_agreement(teacher, teacher, v_wet, v_dry),
+                "wet_to_dry": token_agreement(student, teacher, v_wet, v_dry),
+                "dry_kept": token_agreement(student, teacher, v_dry, v_dry)}
+    run.log(f"dereverb: {json.dumps(measured)}")
+    save_torch(run.path("tokenizer_vq.pt"), state)
+    save_torch(path, {**state, "encoder": student.encoder.state_dict(), "vq_logits": student.vq_logits.state_dict(),
+                      "dereverb": measured})
 
 
 def load_tokenizer(path: Path):
@@ -525,6 +571,9 @@ def run_stages(cfg: SLUTrainConfig, stages: tuple[str, ...] = STAGES) -> Run:
     if not _is_int(cfg.finetune_average) or not 0 <= cfg.finetune_average <= cfg.finetune_epochs:
         raise ConfigError(f"finetune_average must be an integer in 0..finetune_epochs ({cfg.finetune_epochs}), "
                           f"got {cfg.finetune_average!r}")
+    if not _is_int(cfg.dereverb_steps) or not _is_int(cfg.dereverb_pairs) or cfg.dereverb_pairs < 1:
+        raise ConfigError(f"dereverb_steps must be an integer and dereverb_pairs a positive one, got "
+                          f"{cfg.dereverb_steps!r}, {cfg.dereverb_pairs!r}")
     if not _is_int(cfg.reverb_copies) or cfg.reverb_copies < 0:
         raise ConfigError(f"reverb_copies must be an integer >= 0, got {cfg.reverb_copies!r}")
     if cfg.transfer and not (Path(cfg.transfer) / "transfer.jsonl").is_file():
@@ -539,7 +588,7 @@ def run_stages(cfg: SLUTrainConfig, stages: tuple[str, ...] = STAGES) -> Run:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     run = Run(cfg)
-    fns = {"vq": stage_vq, "tokens": stage_tokens, "bert": stage_bert, "teacher": stage_teacher, "kd1": stage_kd1,
+    fns = {"vq": stage_vq, "dereverb": stage_dereverb, "tokens": stage_tokens, "bert": stage_bert, "teacher": stage_teacher, "kd1": stage_kd1,
            "finetune": stage_finetune, "quantize": stage_quantize}
     for name in STAGES:
         if name in stages:
