@@ -53,6 +53,8 @@ def test_sox_reverb_keeps_length_and_adds_a_tail():
     assert y.shape == x.shape and y.dtype == np.float32
     assert np.abs(y).max() == pytest.approx(10 ** (-1 / 20), abs=1e-3)  # gain -n -1
     assert np.abs(y[1600:4000]).max() > 0.01  # the tail rings on after the burst
+    assert 1000 <= int(np.argmax(np.abs(y))) < 1400  # aligned: no delay
+    assert np.abs(y[:1000]).max() == 0  # nothing before the burst
     assert np.abs(x[1600:4000]).max() == 0
     np.testing.assert_array_equal(y, synth.sox_reverb(x, 80, 100))
     assert not np.allclose(y, synth.sox_reverb(x, 20, 20))
@@ -119,7 +121,7 @@ def test_train_dereverb_moves_reverberant_tokens_to_the_dry_ones_and_leaves_the_
 def test_dereverb_settings_are_checked(tmp_path):
     from ondevice.slu.train import SLUTrainConfig, run_stages
 
-    for steps, pairs in ((1.5, 10), (True, 10), (10, 0), (10, "5")):
+    for steps, pairs in ((1.5, 10), (True, 10), (-1, 10), (10, 0), (10, "5")):
         with pytest.raises(ConfigError, match="dereverb"):
             run_stages(SLUTrainConfig(corpus="/nonexistent", out=str(tmp_path / "run"), dereverb_steps=steps,
                                       dereverb_pairs=pairs))

@@ -413,8 +413,12 @@ def test_tiny_recipe_end_to_end(tmp_path):
     assert not all(torch.equal(vq["encoder"][k], new["encoder"][k]) for k in vq["encoder"])
     assert (run3 / "tokens.npz").exists()
     retrained = (run3 / "tokenizer.pt").read_bytes()
-    run_stages(dr, ("dereverb",))  # done: not retrained again
+    run_stages(dr, ("dereverb",))  # done: not retrained again, not even with other settings (it says so)
+    run_stages(dataclasses.replace(dr, dereverb_steps=3), ("dereverb",))
     assert (run3 / "tokenizer.pt").read_bytes() == retrained
+    assert "already retrained (2 steps" in (run3 / "train.log").read_text()
+    with pytest.raises(ConfigError, match="vq stage first"):
+        run_stages(dataclasses.replace(dr, out=str(tmp_path / "run4")), ("dereverb",))
     wav = sorted((tmp_path / "c" / "test").glob("*.wav"))[0]
     assert main(["understand", "--model", str(run / "onnx"), "--backend", "onnxruntime", "--json", str(wav)]) == 0
     # the export lists the speed ensemble; --one-pass and the benchmark's one-pass rows skip it

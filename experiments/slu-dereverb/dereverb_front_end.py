@@ -55,6 +55,8 @@ print("after:", {"wet->dry": token_agreement(student, teacher, valid_wet, valid_
                  "dry->dry": token_agreement(student, teacher, valid_dry, valid_dry)}, flush=True)
 state = load_torch(Path("runs/slu-v8/tokenizer.pt"))
 state["encoder"], state["vq_logits"] = student.encoder.state_dict(), student.vq_logits.state_dict()
+# marked as train slu's dereverb stage marks it, so that a run using it does not retrain it again
+state["dereverb"] = {"steps": steps, "requested_pairs": 4000, "pairs": len(train_dry), "script": __file__}
 torch.save(state, out_dir / "tokenizer.pt")
 
 # the shipped fp32 BERT on the validation (decides) and test splits, old tokens vs new tokens

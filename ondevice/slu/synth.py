@@ -301,9 +301,11 @@ def reverb_effect(reverberance: int, room_scale: int) -> list[str]:
 
 def sox_reverb(x: np.ndarray, reverberance: int, room_scale: int) -> np.ndarray:
     """Float 16 kHz mono audio through the corpus's reverb effect (``-R``, no dither: repeatable),
-    peak-normalised to -1 dBFS as the corpus's chain ends, and cut (the tail) or zero-padded to the
-    input's length so that frame i of the result is frame i of the input: aligned pairs for
-    ``ondevice.slu.dereverb``."""
+    peak-normalised to -1 dBFS, the same length as the input (sox's reverb adds no delay and no
+    samples; cut or zero-padded should another sox do so), so that frame i of the result is frame i
+    of the input: aligned pairs for ``ondevice.slu.dereverb``.  Unlike the corpus's chain (reverb
+    before the lead/trail silence and the final level), the tail rings into a finished utterance's
+    trailing silence, and the level is left at -1 dBFS (the model standardizes every utterance)."""
     pcm = np.clip(np.round(np.asarray(x, np.float64) * 32767), -32768, 32767).astype("<i2").tobytes()
     fmt = ["-t", "raw", "-r", str(SAMPLE_RATE), "-e", "signed-integer", "-b", "16", "-c", "1", "-L"]
     raw = _run(["sox", "-R", "-D", "-q", *fmt, "-", *fmt, "-", *reverb_effect(reverberance, room_scale),

@@ -156,22 +156,31 @@ def stage_dereverb(run: Run) -> None:
     kept as tokenizer_vq.pt and the result records what it measured under the key "dereverb"."""
     from .dereverb import reverb_pairs, token_agreement, train_dereverb
 
-    if run.cfg.dereverb_steps <= 0:
+    if run.cfg.dereverb_steps == 0:
         return
     path = run.path("tokenizer.pt")
+    if not path.is_file():
+        raise ConfigError(f"the dereverb stage retrains {path}: run the vq stage first (or copy a tokenizer.pt in)")
     state = load_torch(path)
     if "dereverb" in state:
+        done = state["dereverb"]
+        if (done.get("steps"), done.get("requested_pairs")) != (run.cfg.dereverb_steps, run.cfg.dereverb_pairs):
+            run.log(f"dereverb: {path} was already retrained ({done.get('steps')} steps on {done.get('pairs')} "
+                    f"pairs); kept (remove it and restore tokenizer_vq.pt to retrain with these settings)")
         return
+    # The tokens must come from the tokenizer; BERT checkpoints made on the old tokens may be reused on
+    # purpose (fine-tuning continued on the new tokens, as experiments/slu-dereverb did).
     if run.path("tokens.npz").exists():
         raise ConfigError(f"{run.path('tokens.npz')} was made by the tokenizer before the dereverb stage: remove "
-                          "it (and every later stage's output) or run without dereverb_steps")
+                          "it, or run without dereverb_steps")
     teacher = load_tokenizer(path)
     dry, wet = reverb_pairs(run.split("train"), _dry_mask(run, "train"), run.cfg.dereverb_pairs, run.cfg.seed)
     v_dry, v_wet = reverb_pairs(run.split("valid"), _dry_mask(run, "valid"), DEREVERB_VALID_PAIRS,
                                 run.cfg.seed + 1)
     student = train_dereverb(teacher, dry, wet, run.cfg.dereverb_steps, seed=run.cfg.seed, log=run.log)
     # measured on validation pairs (None when the validation split has no dry utterance)
-    measured = {"steps": run.cfg.dereverb_steps, "pairs": len(dry), "valid_pairs": len(v_dry),
+    measured = {"steps": run.cfg.dereverb_steps, "requested_pairs": run.cfg.dereverb_pairs, "pairs": len(dry),
+                "valid_pairs": len(v_dry),
                 "wet_to_dry_before": token_agreement(teacher, teacher, v_wet, v_dry),
                 "wet_to_dry": token_agreement(student, teacher, v_wet, v_dry),
                 "dry_kept": token_agreement(student, teacher, v_dry, v_dry)}
@@ -571,8 +580,9 @@ def run_stages(cfg: SLUTrainConfig, stages: tuple[str, ...] = STAGES) -> Run:
     if not _is_int(cfg.finetune_average) or not 0 <= cfg.finetune_average <= cfg.finetune_epochs:
         raise ConfigError(f"finetune_average must be an integer in 0..finetune_epochs ({cfg.finetune_epochs}), "
                           f"got {cfg.finetune_average!r}")
-    if not _is_int(cfg.dereverb_steps) or not _is_int(cfg.dereverb_pairs) or cfg.dereverb_pairs < 1:
-        raise ConfigError(f"dereverb_steps must be an integer and dereverb_pairs a positive one, got "
+    if not _is_int(cfg.dereverb_steps) or cfg.dereverb_steps < 0 or not _is_int(cfg.dereverb_pairs) \
+            or cfg.dereverb_pairs < 1:
+        raise ConfigError(f"dereverb_steps must be an integer >= 0 and dereverb_pairs a positive one, got "
                           f"{cfg.dereverb_steps!r}, {cfg.dereverb_pairs!r}")
     if not _is_int(cfg.reverb_copies) or cfg.reverb_copies < 0:
         raise ConfigError(f"reverb_copies must be an integer >= 0, got {cfg.reverb_copies!r}")
