@@ -598,8 +598,8 @@ def run_stages(cfg: SLUTrainConfig, stages: tuple[str, ...] = STAGES) -> Run:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     run = Run(cfg)
-    fns = {"vq": stage_vq, "dereverb": stage_dereverb, "tokens": stage_tokens, "bert": stage_bert, "teacher": stage_teacher, "kd1": stage_kd1,
-           "finetune": stage_finetune, "quantize": stage_quantize}
+    fns = {"vq": stage_vq, "dereverb": stage_dereverb, "tokens": stage_tokens, "bert": stage_bert,
+           "teacher": stage_teacher, "kd1": stage_kd1, "finetune": stage_finetune, "quantize": stage_quantize}
     for name in STAGES:
         if name in stages:
             fns[name](run)
