@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import ConfigError, OndeviceError
+from .errors import ConfigError, DataError, OndeviceError
 
 
 def _int_list(text: str) -> list[int]:
@@ -221,8 +221,14 @@ def _cmd_export_slu(args: argparse.Namespace) -> int:
         from .bench.understand import bench_understand
 
         bench = bench_understand(Path(args.run) / "onnx", args.corpus, args.bench, 3, args.run)
+    provenance = None
+    if args.provenance:
+        try:
+            provenance = Path(args.provenance).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise DataError(f"--provenance {args.provenance}: cannot read it as UTF-8 text ({e})") from e
     card = write_slu_model(args.run, args.out, args.corpus, bench=bench, progress=not args.quiet,
-                           ablation_run=args.ablation_run)
+                           ablation_run=args.ablation_run, provenance=provenance)
     print(json.dumps({k: card[k] for k in ("size_bytes", "average_bits", "test", "regression")}, indent=1))
     return 0
 
@@ -753,6 +759,9 @@ def build_parser() -> argparse.ArgumentParser:
     xsl.add_argument("--out", default="models/slu-intent-bcq", help="model directory (default models/slu-intent-bcq)")
     xsl.add_argument("--bench", type=int, default=0, help="also time N utterances per engine (default 0: no)")
     xsl.add_argument("--ablation-run", default=None, help="take the ablation table from this run (default --run)")
+    xsl.add_argument("--provenance", default=None, metavar="FILE",
+                     help="Markdown saying how the run was actually made when no single `train slu` command made "
+                          "it (chained runs, experiment scripts); kept in card.json and printed in the README")
     xsl.add_argument("--quiet", action="store_true", help="no progress line")
     xsl.set_defaults(func=_cmd_export_slu)
 

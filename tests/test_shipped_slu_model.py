@@ -82,3 +82,25 @@ def test_card_readme_is_rendered_from_card_json(card):
     assert "40 epochs" in single and "--set finetune_epochs=40 --set 'speed_copies" in train_line
     averaged = render_readme({**card, "shipped_epochs": 40, "shipped_cycles": 1, "shipped_average": 10})
     assert "--set finetune_epochs=40 --set finetune_average=10 --set 'speed_copies" in averaged
+
+
+def test_card_readme_reproduce_follows_the_recorded_settings(card):
+    """The "Reproduce" command is made from what the card records: a dereverb stage and quantization
+    settings that differ from the defaults appear in it, default ones do not, and the provenance text
+    (how the run was really made) is printed."""
+    from ondevice.slu.card import render_readme
+    from ondevice.slu.train import SLUTrainConfig
+
+    d = SLUTrainConfig()
+    tr = {**card["training"], "qat_epochs": d.qat_epochs, "dereverb": None,
+          "front_end_retraining": {**(card["training"].get("front_end_retraining") or {}),
+                                   "steps": d.front_qat_steps}}
+    plain = render_readme({**card, "training": tr, "provenance": ""})
+    assert "--stages vq,tokens,bert," in plain
+    assert "dereverb" not in plain and "front_qat_steps" not in plain and "qat_epochs" not in plain
+    changed = render_readme({**card, "provenance": "Chained runs: runs/a then runs/b.", "training": {
+        **tr, "qat_epochs": d.qat_epochs + 3, "dereverb": {"steps": 1500},
+        "front_end_retraining": {**tr["front_end_retraining"], "steps": 1200}}})
+    assert "--stages vq,dereverb,tokens," in changed and "--set dereverb_steps=1500" in changed
+    assert "--set front_qat_steps=1200" in changed and f"--set qat_epochs={d.qat_epochs + 3}" in changed
+    assert "Chained runs: runs/a then runs/b." in changed

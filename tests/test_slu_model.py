@@ -438,6 +438,22 @@ def test_tiny_recipe_end_to_end(tmp_path):
     assert json.loads((tmp_path / "b" / "understand.json").read_text())["dense_min_rows"] == 256
     assert json.loads((tmp_path / "b" / "understand.json").read_text())["fuse"] is True
     assert "graph fusion on" in md
+    # `export slu` writes the card from the run; --provenance (how the run was made) lands in the card and
+    # under the README's "Reproduce"; an unreadable provenance file is refused before anything is written
+    bad = tmp_path / "bad.md"
+    bad.write_bytes(b"\xff\xfe not UTF-8")
+    export = ["export", "slu", "--run", str(run), "--corpus", str(tmp_path / "c"), "--quiet"]
+    assert main([*export, "--out", str(tmp_path / "m0"), "--provenance", str(bad)]) == 1
+    assert not (tmp_path / "m0").exists()
+    prov = tmp_path / "prov.md"
+    prov.write_text("Chained runs: runs/a, then runs/b.\n", encoding="utf-8")
+    assert main([*export, "--out", str(tmp_path / "m"), "--provenance", str(prov)]) == 0
+    exported = json.loads((tmp_path / "m" / "card.json").read_text())
+    assert exported["provenance"] == "Chained runs: runs/a, then runs/b.\n"
+    assert exported["training"]["dereverb"] is None and exported["test"]["n"] == 6
+    readme = (tmp_path / "m" / "README.md").read_text()
+    assert "## Reproduce\n" in readme and "Chained runs: runs/a, then runs/b." in readme
+    assert "--set front_qat_steps=2" in readme and "--set qat_epochs=1" in readme
 
 
 def test_understand_cli_reports_bad_files(tmp_path, capsys):

@@ -28,9 +28,12 @@ def _pct(x: float) -> str:
 
 def write_slu_model(run_dir: str | os.PathLike, out_dir: str | os.PathLike, corpus: str | os.PathLike,
                     bench: dict[str, Any] | None = None, progress: bool = True,
-                    ablation_run: str | os.PathLike | None = None) -> dict[str, Any]:
+                    ablation_run: str | os.PathLike | None = None,
+                    provenance: str | None = None) -> dict[str, Any]:
     """``ablation_run``: take the ablation table from another run (e.g. equal-budget fine-tunings
-    while the shipped variant was trained longer in ``run_dir``)."""
+    while the shipped variant was trained longer in ``run_dir``).  ``provenance``: Markdown saying how
+    the run was actually made when no single ``train slu`` command made it (chained runs, a stage run
+    by an experiment script); the card keeps it and the README prints it under "Reproduce"."""
     from ..understander import Understander
     from .evaluate import evaluate_understander
 
@@ -43,6 +46,8 @@ def write_slu_model(run_dir: str | os.PathLike, out_dir: str | os.PathLike, corp
     from .train import load_torch
 
     teacher_acc = load_torch(run / "teacher.pt")["accuracy"]
+    # the dereverb stage's record (train.stage_dereverb), when the tokens came from a retrained front end
+    dereverb = load_torch(run / "tokenizer.pt").get("dereverb") if (run / "tokenizer.pt").is_file() else None
     ft = json.loads((run / f"ft_{q['variant']}.json").read_text())
     out.mkdir(parents=True, exist_ok=True)
     if (out / "onnx").exists():
@@ -67,7 +72,7 @@ def write_slu_model(run_dir: str | os.PathLike, out_dir: str | os.PathLike, corp
         "training": {"fp32_test": q["fp32"], "ptq_test": q["ptq"], "qat_test": q["qat"],
                      "quantized_front_end_fp32_bert_test": q["quantized_front_end_fp32_bert"],
                      "tokens_unchanged": q["tokens_unchanged"], "plan": q["plan"], "variant": q["variant"],
-                     "front_end_retraining": q.get("front_end_retraining"),
+                     "front_end_retraining": q.get("front_end_retraining"), "dereverb": dereverb,
                      "qat_epochs": len(q["qat_history"]),
                      # what the fine-tuning used (its result file, else the run's setting at quantization)
                      "speed_copies": ft.get("speed_copies", q.get("speed_copies", []))},
@@ -79,6 +84,7 @@ def write_slu_model(run_dir: str | os.PathLike, out_dir: str | os.PathLike, corp
         "shipped_cycles": ft.get("cycles", 1),
         "teacher": teacher_acc,
         "corpus_generator": _corpus_generator(corpus),
+        **({"provenance": provenance} if provenance else {}),
     }
     if bench:
         card["latency"] = bench
@@ -209,50 +215,57 @@ def render_readme(c: dict[str, Any]) -> str:
               f"tests/test_shipped_slu_model.py renders the first {reg['limit']} test utterances "
               f"(`{reg['corpus_command']}`) and requires intent accuracy >= {_pct(reg['intent_accuracy'])} % "
               f"(measured) - {_pct(reg['tolerance'])} points, with both the native runtime and onnxruntime, and "
-              "the size above.", "",
-              "## Reproduce", "",
-              "The shipped model: every stage with the defaults on corpus version 3 (docs/slu-data.md) except the "
-              f"fine-tuning, which trains the stage-1 variant alone, {_epochs(c)}, with speed copies at "
-              f"{', '.join(str(r) for r in tr.get('speed_copies', []))} Hz"
-              + (" (each cycle a warm restart of the schedule from the previous cycle's best validation epoch: "
-                 "`finetune_cycles`)" if c.get("shipped_cycles", 1) > 1 else "")
-              + ", the last cycle on corpus version 4 (version 3 with festival re-speaking 15 % of the training "
-              f"utterances; same valid and test splits); then quantized on version 4 (front-end retraining, BERT "
-              f"retrained {tr['qat_epochs']} epochs with fake quantization, export with the speed ensemble). It ran "
-              "as five chained runs, each cycle continuing from the previous run's `ft_stage1.pt` (`--set "
-              "finetune_from=`): `runs/slu-v4` (every stage and the first cycle; session 10), `runs/slu-v5`, "
-              "`runs/slu-v6`, `runs/slu-v7` (session 11) on version 3, and `runs/slu-v8` (session 12: the tokens "
-              "of version 4 with the tokenizer, MLM and stage-1 BERTs and the teacher of `runs/slu-v7` copied in; "
-              "the quantization), whose `ft_stage1.json` joins the five cycles' histories. The command below "
-              "(`finetune_cycles=5` in one run on version 4) is the nearest single run, not the exact path: its "
-              "first four cycles would hear festival too. The stage-1 variant was chosen by validation accuracy "
-              "in the corpus-version-1 ablation without time warp (`ablation-v1-nowarp.json`). The ablation table "
-              "above is the corpus-version-3 run `runs/slu-v3` (every stage up to the ablation's fine-tunings, with "
-              "the defaults). Logs and stage outputs in `training/`: `runs-slu-v4.log` .. `runs-slu-v8.log` + "
-              "`ft_stage1.json` + `quantized.json` (the shipped model; `quantized-v7.json`: the model shipped in "
-              "session 11, four cycles on version 3; `quantized-v4.json`: the one shipped in session 10, the first "
-              "cycle alone; `valid6k-v*.json`: the models compared on 6,000 validation utterances); "
-              "`runs-slu-v3.log`, `runs-slu-v3-ablation.log` + "
-              "`ablation.json` (the ablation); the model shipped in sessions 8-9 (32 epochs, speed copies at 15000, 17000 Hz): "
-              "`runs-slu-v3-ship.log`, `runs-slu-v3-quantize.log` + `quantized-v3.json`, and its quantization with "
-              "the BERT's convolutions at 2 bits, `quantized-bert-conv2.json`; corpus version 1: `runs-slu-v1.log`, "
-              "`runs-slu-v1-ablation.log` + `ablation-v1.json`, `runs-slu-v1-bert-nowarp.log` + "
-              "`ablation-v1-nowarp.json`, `runs-slu-v1-ship.log` (the model shipped before session 7).", "",
-              "    ondevice data slu --out data/slu --workers 2                       # version 4, ~15-30 min",
-              f"    # the shipped model, ~{1.1 + 0.4 * c.get('shipped_cycles', 1):.1f} h on 2 cores",
-              "    ondevice train slu --corpus data/slu --out runs/slu \\",
-              "        --stages vq,tokens,bert,teacher,kd1,finetune,quantize \\",
-              "        --set 'variants=[\"stage1\"]' --set ship_variant=stage1 \\",
-              f"        --set finetune_epochs={c['shipped_epochs'] // c.get('shipped_cycles', 1)} "
-              + (f"--set finetune_cycles={c['shipped_cycles']} " if c.get("shipped_cycles", 1) > 1 else "")
-              + (f"--set finetune_average={c['shipped_average']} " if c.get("shipped_average", 0) else "")
-              + f"--set 'speed_copies={json.dumps(tr.get('speed_copies', []), separators=(',', ':'))}'",
-              "    ondevice train slu --corpus data/slu --out runs/slu-v3 --stages vq,tokens,bert,teacher,kd1,finetune"
-              "  # the ablation",
-              "    ondevice export slu --run runs/slu --ablation-run runs/slu-v3 --corpus data/slu \\",
-              "        --out models/slu-intent-bcq --bench 100                        # measures this card",
-              "    ondevice eval slu --corpus data/slu --split test [--one-pass]      # the shipped rows above",
-              "    ondevice bench understand --corpus data/slu --torch-run runs/slu \\",
-              "        --out benchmarks/slu-latency                                   # the latency table",
-              ""]
-    return "\n".join(lines)
+              "the size above.", ""]
+    return "\n".join(lines + _reproduce(c))
+
+
+def _reproduce(c: dict[str, Any]) -> list[str]:
+    """The README's "Reproduce" section: the single ``train slu`` run nearest to the shipped model, made
+    from what the card records (settings that differ from the defaults of :class:`.train.SLUTrainConfig`),
+    then the card's ``provenance`` (how the shipped run was actually made, when it is not that one run:
+    chained runs, stages from experiments), then the commands that measure this card."""
+    from .train import SLUTrainConfig
+
+    tr, defaults = c["training"], SLUTrainConfig()
+    cycles = c.get("shipped_cycles", 1)
+    dereverb = tr.get("dereverb") or {}
+    fe_steps = (tr.get("front_end_retraining") or {}).get("steps", defaults.front_qat_steps)
+    version = (c.get("corpus_generator") or "").rpartition("/")[2]
+    stages = ["vq", *(["dereverb"] if dereverb else []), "tokens", "bert", "teacher", "kd1", "finetune", "quantize"]
+    sets = [f"--set finetune_epochs={c['shipped_epochs'] // cycles}",
+            *([f"--set finetune_cycles={cycles}"] if cycles > 1 else []),
+            *([f"--set finetune_average={c['shipped_average']}"] if c.get("shipped_average", 0) else []),
+            f"--set 'speed_copies={json.dumps(tr.get('speed_copies', []), separators=(',', ':'))}'",
+            *([f"--set dereverb_steps={dereverb['steps']}"] if dereverb else []),
+            *([f"--set front_qat_steps={fe_steps}"] if fe_steps != defaults.front_qat_steps else []),
+            *([f"--set qat_epochs={tr['qat_epochs']}"] if tr["qat_epochs"] != defaults.qat_epochs else [])]
+    text = ("The nearest single run: every stage with the defaults"
+            + (f" on corpus version {version} (docs/slu-data.md)" if version else "")
+            + f" except the fine-tuning, which trains the stage-1 variant alone, {_epochs(c)}, with speed copies "
+            f"at {', '.join(str(r) for r in tr.get('speed_copies', []))} Hz"
+            + (" (each cycle a warm restart of the schedule from the previous cycle's best validation epoch: "
+               "`finetune_cycles`)" if cycles > 1 else "")
+            + (f"; the front end retrained to be reverb-invariant before the tokens are made ({dereverb['steps']} "
+               "steps of the `dereverb` stage, docs/slu-model.md)" if dereverb else "")
+            + f"; then quantized (front-end retraining {fe_steps} steps, BERT retrained {tr['qat_epochs']} epochs "
+            "with fake quantization, export with the speed ensemble).")
+    lines = ["## Reproduce", "", text, ""]
+    if c.get("provenance"):
+        lines += [c["provenance"].strip(), ""]
+    train = ["    ondevice train slu --corpus data/slu --out runs/slu \\",
+             f"        --stages {','.join(stages)} \\",
+             "        --set 'variants=[\"stage1\"]' --set ship_variant=stage1 \\"]
+    for i in range(0, len(sets), 3):  # three settings a line
+        train.append("        " + " ".join(sets[i:i + 3]) + (" \\" if i + 3 < len(sets) else ""))
+    return lines + [
+        f"    ondevice data slu --out data/slu --workers 2                       # version {version or '?'}, "
+        "~15-30 min",
+        f"    # the nearest single run, ~{1.1 + 0.4 * cycles:.1f} h on 2 cores", *train,
+        "    ondevice train slu --corpus data/slu --out runs/slu-v3 --stages vq,tokens,bert,teacher,kd1,finetune"
+        "  # the ablation",
+        "    ondevice export slu --run runs/slu --ablation-run runs/slu-v3 --corpus data/slu \\",
+        "        --out models/slu-intent-bcq --bench 100                        # measures this card",
+        "    ondevice eval slu --corpus data/slu --split test [--one-pass]      # the shipped rows above",
+        "    ondevice bench understand --corpus data/slu --torch-run runs/slu \\",
+        "        --out benchmarks/slu-latency                                   # the latency table",
+        ""]
