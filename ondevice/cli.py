@@ -216,17 +216,19 @@ def _cmd_bench_understand(args: argparse.Namespace) -> int:
 def _cmd_export_slu(args: argparse.Namespace) -> int:
     from .slu.card import write_slu_model
 
+    provenance = None
+    if args.provenance:  # read first: a bad file is refused before minutes of benchmarking
+        try:
+            provenance = Path(args.provenance).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise DataError(f"--provenance {args.provenance}: cannot read it as UTF-8 text ({e})") from e
+        if not provenance.strip():
+            raise DataError(f"--provenance {args.provenance} is empty: say how the run was made, or leave it out")
     bench = None
     if args.bench:
         from .bench.understand import bench_understand
 
         bench = bench_understand(Path(args.run) / "onnx", args.corpus, args.bench, 3, args.run)
-    provenance = None
-    if args.provenance:
-        try:
-            provenance = Path(args.provenance).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise DataError(f"--provenance {args.provenance}: cannot read it as UTF-8 text ({e})") from e
     card = write_slu_model(args.run, args.out, args.corpus, bench=bench, progress=not args.quiet,
                            ablation_run=args.ablation_run, provenance=provenance)
     print(json.dumps({k: card[k] for k in ("size_bytes", "average_bits", "test", "regression")}, indent=1))

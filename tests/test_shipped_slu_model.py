@@ -96,7 +96,7 @@ def test_card_readme_reproduce_follows_the_recorded_settings(card):
           "front_end_retraining": {**(card["training"].get("front_end_retraining") or {}),
                                    "steps": d.front_qat_steps}}
     plain = render_readme({**card, "training": tr, "provenance": ""})
-    assert "--stages vq,tokens,bert," in plain
+    assert "--stages vq,tokens,bert,teacher,kd1,finetune,quantize " in plain
     assert "dereverb" not in plain and "front_qat_steps" not in plain and "qat_epochs" not in plain
     changed = render_readme({**card, "provenance": "Chained runs: runs/a then runs/b.", "training": {
         **tr, "qat_epochs": d.qat_epochs + 3, "dereverb": {"steps": 1500},
@@ -104,3 +104,30 @@ def test_card_readme_reproduce_follows_the_recorded_settings(card):
     assert "--stages vq,dereverb,tokens," in changed and "--set dereverb_steps=1500" in changed
     assert "--set front_qat_steps=1200" in changed and f"--set qat_epochs={d.qat_epochs + 3}" in changed
     assert "Chained runs: runs/a then runs/b." in changed
+    for readme in (plain, changed, (MODEL / "README.md").read_text(encoding="utf-8")):
+        _parses_as_train_slu(readme)
+
+
+def _parses_as_train_slu(readme: str) -> None:
+    """The README's training command is one valid `ondevice train slu` line: its continuation lines
+    join, the shell splits it, and the CLI's parser accepts every setting."""
+    import shlex
+
+    from ondevice.cli import _overrides, build_parser
+    from ondevice.slu.train import STAGES, SLUTrainConfig
+
+    lines = readme.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("ondevice train slu --corpus data/slu "
+                                                                             "--out runs/slu \\"))
+    command = []
+    for line in lines[start:]:
+        command.append(line.strip().removesuffix("\\"))
+        if not line.endswith("\\"):
+            break
+    argv = shlex.split(" ".join(command))
+    args = build_parser().parse_args(argv[1:])
+    assert set(args.stages.split(",")) <= set(STAGES)
+    defaults = SLUTrainConfig()
+    for key, value in _overrides(args.set).items():  # parsed as `train slu` parses them
+        assert isinstance(value, type(getattr(defaults, key))) or (isinstance(value, list) and
+                                                                   isinstance(getattr(defaults, key), tuple)), key

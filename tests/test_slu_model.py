@@ -342,7 +342,7 @@ def test_understander_onnxruntime_backend_and_bad_audio(tmp_path):
         Understander(d, backend="onnxruntime")
 
 
-def test_tiny_recipe_end_to_end(tmp_path):
+def test_tiny_recipe_end_to_end(tmp_path, monkeypatch):
     """A few steps of every stage on a tiny rendered corpus; then the exported model answers through
     ``ondevice understand`` (this pins the plumbing, not the accuracy: that is the model card's job)."""
     from ondevice.cli import main
@@ -442,9 +442,18 @@ def test_tiny_recipe_end_to_end(tmp_path):
     # under the README's "Reproduce"; an unreadable provenance file is refused before anything is written
     bad = tmp_path / "bad.md"
     bad.write_bytes(b"\xff\xfe not UTF-8")
+    (tmp_path / "empty.md").write_text(" \n", encoding="utf-8")
     export = ["export", "slu", "--run", str(run), "--corpus", str(tmp_path / "c"), "--quiet"]
-    assert main([*export, "--out", str(tmp_path / "m0"), "--provenance", str(bad)]) == 1
+    import ondevice.bench.understand
+
+    def no_bench(*args, **kwargs):
+        raise AssertionError("benchmarked before the provenance file was checked")
+
+    monkeypatch.setattr(ondevice.bench.understand, "bench_understand", no_bench)
+    for refused in (bad, tmp_path / "empty.md", tmp_path / "missing.md"):
+        assert main([*export, "--out", str(tmp_path / "m0"), "--bench", "1", "--provenance", str(refused)]) == 1
     assert not (tmp_path / "m0").exists()
+    monkeypatch.undo()
     prov = tmp_path / "prov.md"
     prov.write_text("Chained runs: runs/a, then runs/b.\n", encoding="utf-8")
     assert main([*export, "--out", str(tmp_path / "m"), "--provenance", str(prov)]) == 0
@@ -454,6 +463,19 @@ def test_tiny_recipe_end_to_end(tmp_path):
     readme = (tmp_path / "m" / "README.md").read_text()
     assert "## Reproduce\n" in readme and "Chained runs: runs/a, then runs/b." in readme
     assert "--set front_qat_steps=2" in readme and "--set qat_epochs=1" in readme
+    assert "--stages vq,tokens," in readme and "dereverb" not in readme
+    # a run whose tokenizer went through the dereverb stage: the card keeps the stage's record and the
+    # command names the stage with its settings (run3's tokenizer; the rest copied from the first run)
+    for name in ("quantized.json", "ablation.json", "teacher.pt", "ft_both.json"):
+        shutil.copy(run / name, run3 / name)
+    shutil.copytree(run / "onnx", run3 / "onnx")
+    assert main(["export", "slu", "--run", str(run3), "--corpus", str(tmp_path / "c"), "--quiet",
+                 "--out", str(tmp_path / "m3")]) == 0
+    exported = json.loads((tmp_path / "m3" / "card.json").read_text())
+    assert exported["training"]["dereverb"]["steps"] == 2 and "provenance" not in exported
+    readme = (tmp_path / "m3" / "README.md").read_text()
+    assert "--stages vq,dereverb,tokens," in readme
+    assert "--set dereverb_steps=2" in readme and "--set dereverb_pairs=3" in readme
 
 
 def test_understand_cli_reports_bad_files(tmp_path, capsys):

@@ -229,7 +229,8 @@ def _reproduce(c: dict[str, Any]) -> list[str]:
     tr, defaults = c["training"], SLUTrainConfig()
     cycles = c.get("shipped_cycles", 1)
     dereverb = tr.get("dereverb") or {}
-    fe_steps = (tr.get("front_end_retraining") or {}).get("steps", defaults.front_qat_steps)
+    fe_steps = (tr.get("front_end_retraining") or {}).get("steps")  # None: not recorded (older cards)
+    pairs = dereverb.get("requested_pairs", defaults.dereverb_pairs)
     version = (c.get("corpus_generator") or "").rpartition("/")[2]
     stages = ["vq", *(["dereverb"] if dereverb else []), "tokens", "bert", "teacher", "kd1", "finetune", "quantize"]
     sets = [f"--set finetune_epochs={c['shipped_epochs'] // cycles}",
@@ -237,7 +238,8 @@ def _reproduce(c: dict[str, Any]) -> list[str]:
             *([f"--set finetune_average={c['shipped_average']}"] if c.get("shipped_average", 0) else []),
             f"--set 'speed_copies={json.dumps(tr.get('speed_copies', []), separators=(',', ':'))}'",
             *([f"--set dereverb_steps={dereverb['steps']}"] if dereverb else []),
-            *([f"--set front_qat_steps={fe_steps}"] if fe_steps != defaults.front_qat_steps else []),
+            *([f"--set dereverb_pairs={pairs}"] if dereverb and pairs != defaults.dereverb_pairs else []),
+            *([f"--set front_qat_steps={fe_steps}"] if fe_steps not in (None, defaults.front_qat_steps) else []),
             *([f"--set qat_epochs={tr['qat_epochs']}"] if tr["qat_epochs"] != defaults.qat_epochs else [])]
     text = ("The nearest single run: every stage with the defaults"
             + (f" on corpus version {version} (docs/slu-data.md)" if version else "")
@@ -247,8 +249,13 @@ def _reproduce(c: dict[str, Any]) -> list[str]:
                "`finetune_cycles`)" if cycles > 1 else "")
             + (f"; the front end retrained to be reverb-invariant before the tokens are made ({dereverb['steps']} "
                "steps of the `dereverb` stage, docs/slu-model.md)" if dereverb else "")
-            + f"; then quantized (front-end retraining {fe_steps} steps, BERT retrained {tr['qat_epochs']} epochs "
-            "with fake quantization, export with the speed ensemble).")
+            + "; then quantized (" + (f"front-end retraining {fe_steps} steps, " if fe_steps is not None else "")
+            + f"BERT retrained {tr['qat_epochs']} epochs with fake quantization, export with the speed ensemble).")
+    # hours on the 2 cores, measured: 1.1 for the default stages, 0.4 a 40-epoch cycle, 0.1 a 1,500-step
+    # dereverb stage, 0.09 per 1,000 front-end steps and 0.02 per QAT epoch beyond the defaults
+    hours = (1.1 + 0.4 * c["shipped_epochs"] / 40 + 0.1 * dereverb.get("steps", 0) / 1500
+             + 0.09 * max(0, (fe_steps or 0) - defaults.front_qat_steps) / 1000
+             + 0.02 * max(0, tr["qat_epochs"] - defaults.qat_epochs))
     lines = ["## Reproduce", "", text, ""]
     if c.get("provenance"):
         lines += [c["provenance"].strip(), ""]
@@ -260,7 +267,7 @@ def _reproduce(c: dict[str, Any]) -> list[str]:
     return lines + [
         f"    ondevice data slu --out data/slu --workers 2                       # version {version or '?'}, "
         "~15-30 min",
-        f"    # the nearest single run, ~{1.1 + 0.4 * cycles:.1f} h on 2 cores", *train,
+        f"    # the nearest single run, ~{hours:.1f} h on 2 cores", *train,
         "    ondevice train slu --corpus data/slu --out runs/slu-v3 --stages vq,tokens,bert,teacher,kd1,finetune"
         "  # the ablation",
         "    ondevice export slu --run runs/slu --ablation-run runs/slu-v3 --corpus data/slu \\",
