@@ -33,6 +33,24 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def check_output_path(path: str | os.PathLike) -> None:
+    """Refuse, before any work, a destination that :func:`atomic_write_bytes` could not write: a
+    missing or non-directory parent, a directory at ``path``, a parent without write permission.
+    Raises DataError naming ``path`` (long jobs call this first, so that their result is not lost
+    at the end to an error about a temporary file)."""
+    from .errors import DataError
+
+    p = Path(path)
+    directory = p.parent if str(p.parent) else Path(".")
+    if p.is_dir():
+        raise DataError(f"output {p} is a directory; give a file name")
+    if not directory.is_dir():
+        what = "is not a directory" if directory.exists() else "does not exist"
+        raise DataError(f"cannot write {p}: its directory {directory} {what}")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise DataError(f"cannot write {p}: no permission to create files in {directory}")
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")

@@ -121,8 +121,11 @@ def _cmd_train_qat(args: argparse.Namespace) -> int:
 
 
 def _cmd_translate(args: argparse.Namespace) -> int:
+    from .atomic import check_output_path
     from .translator import Translator, decode_lines, read_lines
 
+    if args.output:  # before any work: an unwritable destination would lose every translation
+        check_output_path(args.output)
     tr = Translator(args.model, threads=args.threads, backend=args.backend, beam_size=args.beam)
     if args.input:
         if args.text:
@@ -151,22 +154,34 @@ def _cmd_understand(args: argparse.Namespace) -> int:
     und = Understander(args.model, threads=args.threads, backend=args.backend, speed_ensemble=not args.one_pass)
     failed = 0
     for f in args.files:
+        name = _printable_path(f)
         try:
             intent = und.understand(f)
         except (OndeviceError, ValueError) as e:
             failed += 1
+            # Audio errors start with the path; the others (a model that fails) are given it here.
+            msg = _printable_path(str(e))
+            if not msg.startswith(name):
+                msg = f"{name}: {msg}"
             if args.json:
-                print(json.dumps({"file": f, "error": str(e)}, ensure_ascii=False), flush=True)
+                print(json.dumps({"file": name, "error": msg}, ensure_ascii=False), flush=True)
             else:
-                print(f"ondevice: error: {e}", file=sys.stderr)
+                print(f"ondevice: error: {msg}", file=sys.stderr, flush=True)
             continue
         if args.json:
-            print(json.dumps({"file": f, **intent.to_dict()}, ensure_ascii=False), flush=True)
+            print(json.dumps({"file": name, **intent.to_dict()}, ensure_ascii=False), flush=True)
         else:
             sc = intent.scores
-            print(f"{f}\taction={intent.action} ({sc['action']:.2f})\tobject={intent.object} "
+            print(f"{name}\taction={intent.action} ({sc['action']:.2f})\tobject={intent.object} "
                   f"({sc['object']:.2f})\tlocation={intent.location} ({sc['location']:.2f})", flush=True)
     return 1 if failed else 0
+
+
+def _printable_path(text: str) -> str:
+    """``text`` with the bytes of a file name that is not valid UTF-8 (which Python carries as lone
+    surrogates) written as ``\\xff`` escapes: printable on any terminal and valid in JSON, where the
+    raw name would stop the run with an encoding error."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _cmd_train_slu(args: argparse.Namespace) -> int:
@@ -488,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     un = sub.add_parser("understand", help="recognize the intent of spoken commands (WAV/FLAC files)",
                         description="Print action / object / location (with probabilities) of each audio file: "
-                                    "a spoken command of 0.1-30 s, WAV (any PCM or float format) or FLAC/Ogg, any "
+                                    "a spoken command of 0.25-30 s, WAV (any PCM or float format) or FLAC/Ogg, any "
                                     "common sample rate (resampled to 16 kHz), stereo downmixed. Without --model "
                                     "the shipped default model (models/slu-intent-bcq) is used. A file that cannot "
                                     "be understood is reported and the others still run (exit status 1).",
@@ -874,8 +889,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return func(args)
     except (OndeviceError, ValueError) as e:
-        print(f"ondevice: error: {e}", file=sys.stderr)
+        print(f"ondevice: error: {_printable_path(str(e))}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader of our output went away (`ondevice understand *.wav | head -1`): stop quietly,
+        # as cat does, and keep Python from complaining again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print("ondevice: interrupted", file=sys.stderr)
         return 130

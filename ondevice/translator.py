@@ -29,6 +29,8 @@ __all__ = ["Translator", "default_model_dir", "BACKENDS", "MAX_INPUT_CHARS"]
 
 BACKENDS = ("native", "torch", "onnxruntime")
 DEFAULT_MODEL = "nmt-en-de-bcq"
+#: Most threads a Translator or Understander accepts (far beyond any device's cores; larger is a typo).
+MAX_THREADS = 1024
 MAX_INPUT_CHARS = 20_000  # one input line; longer lines are rejected before tokenization
 
 
@@ -58,8 +60,8 @@ class Translator:
                  beam_size: int = 4, max_len_a: float = 1.2, max_len_b: int = 10):
         if backend not in BACKENDS:
             raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
-            raise ConfigError(f"threads must be an integer >= 0, got {threads!r}")
+        if isinstance(threads, bool) or not isinstance(threads, int) or not 0 <= threads <= MAX_THREADS:
+            raise ConfigError(f"threads must be an integer in 0..{MAX_THREADS} (0: all usable cores), got {threads!r}")
         self.beam_size = self._check_beam(beam_size)
         self.model_dir = Path(model) if model is not None else default_model_dir()
         if not self.model_dir.is_dir():
@@ -166,9 +168,10 @@ class Translator:
                        batch_lines: int = 64, progress: bool = True) -> int:
         """Translates a UTF-8 text file line by line into ``target`` (written atomically); returns the
         number of lines."""
-        from .atomic import atomic_write_text
+        from .atomic import atomic_write_text, check_output_path
         from .progress import Progress
 
+        check_output_path(target)
         lines = read_lines(source)
         bar = Progress("translate", total=len(lines), unit="line", enabled=progress)
         out: list[str] = []
@@ -210,6 +213,8 @@ def read_lines(path: str | os.PathLike) -> list[str]:
         raise DataError(f"input file {p} does not exist") from None
     except IsADirectoryError:
         raise DataError(f"input {p} is a directory, not a text file") from None
+    except OSError as e:  # permission, a path through a file, ...
+        raise DataError(f"cannot read input file {p}: {e.strerror or e}") from None
     return decode_lines(data, str(p))
 
 

@@ -6,7 +6,11 @@ numpy array with its sample rate; it is downmixed to mono and resampled to 16 kH
 (:mod:`ondevice.slu.audio`).  Limits: 0.1 s to 30 s per utterance (outside: AudioError; commands
 are a few seconds and the model's position table is bounded), and at least the model's
 ``min_samples`` (0.24 s for the shipped model: one position after its convolutions; shorter:
-DataError); silence is accepted and gives the model's guess (low scores).
+AudioError too); silence is accepted and gives the model's guess (low scores).
+
+Errors are typed (:mod:`ondevice.errors`) on both backends: bad audio is an AudioError whose message
+starts with the file's path (or "audio" for an array); a model directory that cannot be used, or a
+model that computes non-finite scores (a corrupt file), is an OnnxModelError naming the directory.
 
 Speed ensemble: a model whose manifest lists ``ensemble_rates`` (the shipped one: 15000, 16000,
 17000) is run once per rate on the utterance resampled from 16 kHz to that rate and read as 16 kHz,
@@ -31,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, DataError
+from .errors import AudioError, ConfigError, DataError
+from .translator import MAX_THREADS
 
 __all__ = ["Understander", "Intent", "default_slu_model_dir", "BACKENDS"]
 
@@ -104,8 +109,8 @@ class Understander:
                  speed_ensemble: bool = True):
         if backend not in BACKENDS:
             raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
-            raise ConfigError(f"threads must be an integer >= 0, got {threads!r}")
+        if isinstance(threads, bool) or not isinstance(threads, int) or not 0 <= threads <= MAX_THREADS:
+            raise ConfigError(f"threads must be an integer in 0..{MAX_THREADS} (0: all usable cores), got {threads!r}")
         self.model_dir = Path(model) if model is not None else default_slu_model_dir()
         if not self.model_dir.is_dir():
             raise DataError(f"model directory {self.model_dir} does not exist")
@@ -120,8 +125,12 @@ class Understander:
         threads = threads or len(os.sched_getaffinity(0))
         if backend == "native":
             from . import _core
+            from .onnx_export.errors import OnnxModelError
 
-            self._native = _core.Understander(str(self._dir), threads, speed_ensemble=bool(speed_ensemble))
+            try:
+                self._native = _core.Understander(str(self._dir), threads, speed_ensemble=bool(speed_ensemble))
+            except (_core.FormatError, _core.ArgumentError, _core.Error) as e:
+                raise OnnxModelError(str(e)) from None
             self._ort = None
         else:
             self._native = None
@@ -141,6 +150,23 @@ class Understander:
         for key in ("slots", "graphs", "sample_rate", "min_samples"):
             if key not in m:
                 raise OnnxModelError(f"{path}: missing {key!r}")
+        # The types the native runtime checks, for the onnxruntime backend too (and before use here).
+        slots = m["slots"]
+        if not (isinstance(slots, dict) and set(slots) == {"action", "object", "location"}
+                and all(isinstance(v, list) and v and all(isinstance(x, str) for x in v) for v in slots.values())):
+            raise OnnxModelError(f"{path}: 'slots' must map action, object and location to non-empty lists of labels")
+        graph = m["graphs"].get("understand") if isinstance(m["graphs"], dict) else None
+        if not (isinstance(graph, dict) and isinstance(graph.get("file"), str)):
+            raise OnnxModelError(f"{path}: 'graphs' must name the 'understand' graph's file")
+        if m["sample_rate"] != SAMPLE_RATE or isinstance(m["sample_rate"], bool):
+            raise OnnxModelError(f"{path}: sample_rate must be {SAMPLE_RATE}, got {m['sample_rate']!r}")
+        max_seconds = m.get("max_seconds", 30.0)
+        if isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float)) or not 0 < max_seconds <= 3600:
+            raise OnnxModelError(f"{path}: max_seconds must be a number in (0, 3600], got {max_seconds!r}")
+        mins = m["min_samples"]
+        if isinstance(mins, bool) or not isinstance(mins, int) or not 1 <= mins <= max_seconds * SAMPLE_RATE:
+            raise OnnxModelError(f"{path}: min_samples must be a whole number in 1..{int(max_seconds * SAMPLE_RATE)}, "
+                                 f"got {mins!r}")
         if "ensemble_rates" in m:  # as the native runtime checks them, for the onnxruntime backend too
             from .slu.export import check_ensemble_rates
 
@@ -183,17 +209,27 @@ class Understander:
         from .slu.audio import load_audio
 
         pcm = load_audio(audio, sample_rate)
+        source = os.fspath(audio) if isinstance(audio, (str, os.PathLike)) else "audio"
         min_samples = int(self.manifest["min_samples"])
         if len(pcm) < min_samples:
-            raise DataError(f"audio too short: {len(pcm)} samples at 16 kHz, the model needs at least {min_samples}")
-        return self._run(np.ascontiguousarray(pcm, dtype=np.float32))
+            raise AudioError(f"{source}: audio too short: {len(pcm)} samples at 16 kHz ({len(pcm) / SAMPLE_RATE:.3g} "
+                             f"s), the model needs at least {min_samples} ({min_samples / SAMPLE_RATE:.3g} s)")
+        return self._run(np.ascontiguousarray(pcm, dtype=np.float32), source)
 
     def understand_batch(self, items, sample_rate: int | None = None) -> list[Intent]:
         return [self.understand(x, sample_rate) for x in items]
 
-    def _run(self, pcm: np.ndarray) -> Intent:
+    def _run(self, pcm: np.ndarray, source: str) -> Intent:
         if self._native is not None:
-            r = self._native.understand(pcm)
+            from . import _core
+            from .onnx_export.errors import OnnxModelError
+
+            try:
+                r = self._native.understand(pcm)
+            except _core.ArgumentError as e:  # the audio: load_audio's checks make this rare
+                raise AudioError(f"{source}: {e}") from None
+            except (_core.FormatError, _core.Error) as e:  # the model: e.g. a corrupt weight gives NaN
+                raise OnnxModelError(str(e)) from None
             if self._native.joint_decoding:
                 # The runtime decoded over the manifest's intents, exactly as _decode does.
                 return Intent(r["action"]["label"], r["object"]["label"], r["location"]["label"],
@@ -202,6 +238,12 @@ class Understander:
             logits = {s: np.asarray(r[s]["logits"], dtype=np.float64) for s in self.slots}
         else:
             logits = self._ort_logits(pcm)
+            for slot, v in logits.items():
+                if not np.isfinite(v).all():
+                    from .onnx_export.errors import OnnxModelError
+
+                    raise OnnxModelError(f"{self._dir}: the model produced a non-finite {slot} logit "
+                                         f"({v[~np.isfinite(v)][0]}): the model file is corrupt")
         return self._decode(logits)
 
     def _ort_logits(self, pcm: np.ndarray) -> dict[str, np.ndarray]:

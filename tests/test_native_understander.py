@@ -400,3 +400,82 @@ def test_malformed_ensemble_rates_are_format_errors(slu_models, tmp_path, rates,
     assert "ensemble_rates" in str(e.value)
     with pytest.raises(OnnxModelError, match="ensemble_rates"):
         Understander(d, threads=1, backend="onnxruntime")
+
+
+def _with_nan_action_bias(src: Path, dst: Path) -> Path:
+    """A copy whose action-head bias holds a NaN, with the manifest's size and sha256 updated: a model
+    that loads (its checksums match) but computes non-finite logits, as a corrupt export would."""
+    import hashlib
+
+    import onnx
+
+    shutil.copytree(src, dst)
+    graph = onnx.load(str(dst / "understand.onnx"), load_external_data=False)
+    bias = next(t for t in graph.graph.initializer if t.name.endswith("heads.action.bias"))
+    offset = int({e.key: e.value for e in bias.external_data}["offset"])
+    w = bytearray((dst / "weights.bin").read_bytes())
+    w[offset:offset + 4] = np.array([np.nan], "<f4").tobytes()
+    (dst / "weights.bin").write_bytes(bytes(w))
+    m = json.loads((dst / "manifest.json").read_text())
+    for f in m["files"]:
+        if f["path"] == "weights.bin":
+            f["size"], f["sha256"] = len(w), hashlib.sha256(w).hexdigest()
+    (dst / "manifest.json").write_text(json.dumps(m))
+    return dst
+
+
+def test_public_understander_errors_are_typed(slu_models, tmp_path):
+    """Whatever goes wrong reaches a Python user as an OndeviceError subclass on both backends:
+    corrupt files and non-finite model output as OnnxModelError, bad audio as AudioError starting
+    with its source, never the binding's own exception types or an AttributeError."""
+    from ondevice.errors import AudioError, ConfigError, OndeviceError
+    from ondevice.onnx_export.errors import OnnxModelError
+    from ondevice.understander import Understander
+
+    assert issubclass(_core.Error, RuntimeError) and not issubclass(_core.FormatError, _core.Error)
+    src = slu_models["quantized"]
+    flipped = tmp_path / "flipped"
+    shutil.copytree(src, flipped)
+    w = bytearray((flipped / "weights.bin").read_bytes())
+    w[len(w) // 2] ^= 1
+    (flipped / "weights.bin").write_bytes(bytes(w))
+    with pytest.raises(OnnxModelError, match="weights.bin: sha256 differs"):
+        Understander(flipped, threads=1)
+
+    nan = _with_nan_action_bias(src, tmp_path / "nan")
+    with pytest.raises(_core.FormatError, match="non-finite action logit"):
+        _core.Understander(str(nan), 1).understand(_audio(0.5, 0))
+    for backend in ("native", "onnxruntime"):
+        with pytest.raises(OnnxModelError, match=r"non-finite action logit \(nan\).*corrupt"):
+            Understander(nan, threads=1, backend=backend).understand(_audio(0.5, 0))
+
+    edits = {
+        "slots list": (lambda m: m.update(slots=[["a"]]), "'slots' must map"),
+        "slots null": (lambda m: m.update(slots=None), "'slots' must map"),
+        "no understand graph": (lambda m: m.update(graphs={}), "'understand' graph"),
+        "min null": (lambda m: m.update(min_samples=None), "min_samples must be a whole number"),
+        "min text": (lambda m: m.update(min_samples="abc"), "min_samples must be a whole number"),
+        "max text": (lambda m: m.update(max_seconds="x"), "max_seconds must be a number"),
+    }
+    for name, (edit, msg) in edits.items():
+        d = _edited_copy(src, tmp_path / name.replace(" ", "_"), edit)
+        for backend in ("native", "onnxruntime"):
+            with pytest.raises(OnnxModelError, match=msg):
+                Understander(d, threads=1, backend=backend)
+
+    for backend in ("native", "onnxruntime"):
+        u = Understander(src, threads=1, backend=backend)
+        lo = u.manifest["min_samples"]
+        with pytest.raises(AudioError, match=rf"^audio: audio too short: {lo - 100} samples at 16 kHz"):
+            u.understand(_audio((lo - 100) / 16000, 1))
+        with pytest.raises(AudioError, match=r"^audio: 1 sample\(s\) beyond \+-2\^31"):
+            u.understand(np.concatenate([_audio(0.5, 1), [3e38]]).astype(np.float32))
+        loud = u.understand(_audio(0.5, 2) * np.float32(2.0 ** 31))
+        assert loud.key == u.understand(_audio(0.5, 2)).key  # the level normalisation: same answer
+    with pytest.raises(_core.ArgumentError, match=r"audio sample 3 is .*beyond \+-2\^31"):
+        _core.Understander(str(src), 1).understand(np.array([0.1] * 3 + [3e38] + [0.1] * 8000, np.float32))
+    for threads in (-1, 1025, 10 ** 11):
+        with pytest.raises(ConfigError, match=r"threads must be an integer in 0\.\.1024"):
+            Understander(src, threads=threads)
+    with pytest.raises(OndeviceError):
+        Understander(tmp_path / "missing")

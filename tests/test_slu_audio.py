@@ -294,9 +294,59 @@ def test_longer_than_the_limit_is_refused_from_the_header(tmp_path):
     ints = np.zeros((31 * 8000, 1))
     with pytest.raises(AudioError, match=r"long\.wav: 31\.00 s of audio is longer than the limit of 30 s; trim"):
         load_audio(write_pcm_wav(tmp_path / "long.wav", ints, 2, 8000))
-    (tmp_path / "claims.wav").write_bytes(riff(fmt_chunk(1, 1, 16000, 16), bytes(3200), data_size=2 * 16000 * 7200))
+    # A real 2-hour file (sparse: its samples take no disk) is refused from its header.
+    claims = tmp_path / "claims.wav"
+    claims.write_bytes(riff(fmt_chunk(1, 1, 16000, 16), b"", data_size=2 * 16000 * 7200))
+    with open(claims, "r+b") as f:
+        f.truncate(len(riff(fmt_chunk(1, 1, 16000, 16), b"")) + 2 * 16000 * 7200)
     with pytest.raises(AudioError, match=r"7200\.00 s of audio is longer than the limit"):
-        load_audio(tmp_path / "claims.wav")
+        load_audio(claims)
+
+
+def test_header_limits_are_checked_in_order_before_decoding(tmp_path):
+    """A header's sample rate is checked before the duration it implies (1 Hz over 1 s of data is a
+    bad rate, not 16,000 s of audio), and a data size beyond the end of the file is a truncated
+    file, not a long one (a 1 s file must not be told to be trimmed). A bad rate in a huge sparse
+    file is refused before its gigabyte of samples is read. Through wave (PCM) and the RIFF reader (float)."""
+    pcm, flt = fmt_chunk(1, 1, 1, 16), fmt_chunk(3, 1, 1, 32)
+    for name, fmt, data in (("rate1.wav", pcm, bytes(32000)), ("rate1f.wav", flt, bytes(64000))):
+        (tmp_path / name).write_bytes(riff(fmt, data))
+        with pytest.raises(AudioError, match=rf"{name}: sample rate 1 Hz is outside the supported 4000\.\.384000"):
+            load_audio(tmp_path / name)
+    for name, fmt in (("lie.wav", fmt_chunk(1, 1, 16000, 16)), ("lief.wav", fmt_chunk(3, 1, 16000, 32))):
+        for size in (10 ** 9, 0xFFFFFFFF):
+            (tmp_path / name).write_bytes(riff(fmt, bytes(32000), data_size=size))
+            with pytest.raises(AudioError, match=rf"{name}: truncated WAV: the header declares"):
+                load_audio(tmp_path / name)
+    sparse = tmp_path / "sparse.wav"
+    head = riff(fmt_chunk(1, 1, 2 ** 31 - 1, 16), b"", data_size=2 ** 30)
+    sparse.write_bytes(head)
+    with open(sparse, "r+b") as f:
+        f.truncate(len(head) + 2 ** 30)
+    with pytest.raises(AudioError, match=r"sample rate 2147483647 Hz is outside"):
+        load_audio(sparse)
+
+
+def test_too_many_channels_are_refused_from_the_header(tmp_path):
+    """500 channels of 400 frames: refused by name (not mistaken for a transposed array); 64 are read."""
+    (tmp_path / "many.wav").write_bytes(riff(fmt_chunk(1, 500, 4000, 16), bytes(2 * 500 * 400)))
+    with pytest.raises(AudioError, match=r"many\.wav: 500 channels; at most 64 are read"):
+        load_audio(tmp_path / "many.wav")
+    ints = np.round(np.repeat(sine(300, 16000, 0.2).reshape(-1, 1), 64, axis=1) * 32767)
+    y = load_audio(write_pcm_wav(tmp_path / "64.wav", ints, 2, 16000))
+    np.testing.assert_allclose(y, ints[:, 0] / 32768, atol=1e-6)
+
+
+def test_samples_beyond_any_pcm_scale_are_refused(tmp_path):
+    """A float WAV of finite garbage (3e38) would overflow the model's level normalisation: refused;
+    up to 2^31 (32-bit PCM's scale, e.g. int16 values stored as float) passes through."""
+    x = np.full((16000, 1), 3e38, np.float32)
+    with pytest.raises(AudioError, match=r"big\.wav: 16000 sample\(s\) beyond \+-2\^31, the first, 3e\+38, at frame 0"):
+        load_audio(write_float_wav(tmp_path / "big.wav", x, 16000))
+    with pytest.raises(AudioError, match="beyond"):
+        load_audio(np.full(4000, -5e9, np.float32))
+    loud = (sine(200, 16000, 0.5) * 2.0 ** 31).astype(np.float32)
+    assert np.array_equal(load_audio(loud), loud)
 
 
 # --------------------------------------------------------------------------- array conversion

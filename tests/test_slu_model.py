@@ -307,7 +307,7 @@ def test_export_matches_pytorch_in_onnxruntime(tmp_path, quantized):
 
 def test_understander_onnxruntime_backend_and_bad_audio(tmp_path):
     pytest.importorskip("onnxruntime")
-    from ondevice.errors import DataError
+    from ondevice.errors import AudioError, DataError
     from ondevice.onnx_export.errors import OnnxModelError
     from ondevice.slu.intents import INTENT_KEYS
     from ondevice.understander import Understander
@@ -323,7 +323,8 @@ def test_understander_onnxruntime_backend_and_bad_audio(tmp_path):
         u.understand(np.zeros(100, np.float32))          # shorter than 0.1 s
     lo = int(u.manifest["min_samples"])
     assert lo > 1600  # the BERT's strided convolutions need more than the reader's 0.1 s minimum
-    with pytest.raises(DataError, match=f"audio too short: {lo - 1} samples at 16 kHz, the model needs at least {lo}"):
+    with pytest.raises(AudioError, match=rf"^audio: audio too short: {lo - 1} samples at 16 kHz \(.* s\), the model "
+                                         rf"needs at least {lo} \(0\.\d+ s\)"):
         u.understand(np.zeros(lo - 1, np.float32))
     assert u.understand(np.zeros(lo, np.float32)).key in INTENT_KEYS
     with pytest.raises(DataError):
@@ -497,6 +498,53 @@ def test_understand_cli_reports_bad_files(tmp_path, capsys):
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert lines[0]["file"] == str(good) and set(lines[0]) >= {"action", "object", "location", "scores"}
     assert lines[1]["file"] == str(bad) and "not an audio file" in lines[1]["error"]
+
+
+def test_understand_cli_survives_odd_file_names_and_a_closed_pipe(tmp_path, capsys):
+    """A file name that is not UTF-8 is printed with \\x escapes (valid JSON; the run goes on to
+    the next file); every error line names its file; a reader that stops early (`| head -1`) ends
+    the run quietly with 141, as for cat, not a BrokenPipeError traceback."""
+    import os
+    import subprocess
+    import sys
+    import wave
+
+    pytest.importorskip("onnxruntime")
+    from ondevice.cli import main
+
+    _, _, d = _quantized_tiny(tmp_path)
+    samples = (np.random.default_rng(8).standard_normal(16000) * 3000).astype("<i2")
+    odd = os.path.join(os.fsencode(tmp_path), b"bad\xffname.wav")
+    short = tmp_path / "short.wav"
+    for path, x in ((odd, samples), (short, samples[:2400])):
+        with wave.open(open(path, "wb"), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(16000)
+            w.writeframes(x.tobytes())
+    odd_name = os.fsdecode(odd)
+    good = str(tmp_path / "good.wav")
+    os.link(odd, good)
+    assert main(["understand", "--model", str(d), "--backend", "onnxruntime", "--json", odd_name, str(short),
+                 good]) == 1
+    out = capsys.readouterr().out
+    out.encode("utf-8")  # strict: no lone surrogates
+    lines = [json.loads(x) for x in out.splitlines()]
+    assert lines[0]["file"] == os.fsdecode(tmp_path) + "/bad\\xffname.wav" and "action" in lines[0]
+    assert lines[1]["error"].startswith(f"{short}: audio too short: 2400 samples")
+    assert lines[2]["file"] == good and lines[2]["action"] == lines[0]["action"]
+    assert main(["understand", "--model", str(d), "--backend", "onnxruntime", odd_name, str(short)]) == 1
+    cap = capsys.readouterr()
+    assert cap.out.startswith(os.fsdecode(tmp_path) + "/bad\\xffname.wav\taction=")
+    assert f"ondevice: error: {short}: audio too short" in cap.err
+
+    p = subprocess.Popen([sys.executable, "-m", "ondevice", "understand", "--model", str(d), "--backend",
+                          "onnxruntime", "--threads", "1", *[good] * 300], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    assert p.stdout.readline().startswith(good.encode())
+    p.stdout.close()  # the reader goes away while 299 files remain
+    err = p.stderr.read()
+    assert p.wait(timeout=300) == 141 and b"Traceback" not in err and b"Error" not in err, err
 
 
 def test_split_cache_survives_subsets_and_concurrent_loaders(tmp_path):

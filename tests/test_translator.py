@@ -95,3 +95,29 @@ def test_cli_arguments_stdin_and_files(tr, tiny_trained_run, tmp_path):
     assert r.returncode == 1 and b"not valid UTF-8" in r.stderr and b"Traceback" not in r.stderr
     r = _cli("--model", str(tmp_path / "missing"), "hello")
     assert r.returncode == 1 and b"does not exist" in r.stderr and b"Traceback" not in r.stderr
+
+
+def test_unusable_input_and_output_paths_are_refused_before_translating(tr, tiny_trained_run, tmp_path):
+    """An output that cannot be written is refused before any sentence is translated (the work would
+    otherwise be lost at the end with an error about a temporary file); an input path the OS refuses
+    is a DataError naming it; a thread count far beyond any device is a ConfigError, not a binding
+    TypeError."""
+    from ondevice.cli import main
+
+    src = tmp_path / "in.txt"
+    src.write_text("the dog sees a cat\n")
+    (tmp_path / "adir").mkdir()
+    for target, msg in ((tmp_path / "nodir" / "o.txt", "its directory .*nodir does not exist"),
+                        (tmp_path / "adir", "is a directory"),
+                        (src / "o.txt", "in.txt is not a directory")):
+        with pytest.raises(DataError, match=msg):
+            tr.translate_file(src, target, progress=False)
+        r = _cli("--model", str(tiny_trained_run[0]), "-i", str(src), "-o", str(target), "--quiet")
+        assert r.returncode == 1 and b"Traceback" not in r.stderr and b".tmp" not in r.stderr, r.stderr
+    with pytest.raises(DataError, match="cannot read input file .*in.txt/x: Not a directory"):
+        tr.translate_file(src / "x", tmp_path / "o.txt", progress=False)
+    assert not (tmp_path / "o.txt").exists()
+    for threads in (1025, 10 ** 11):
+        with pytest.raises(ConfigError, match=r"threads must be an integer in 0\.\.1024"):
+            Translator(tiny_trained_run[0], threads=threads)
+    assert main(["translate", "--threads", str(10 ** 11), "hello"]) == 1

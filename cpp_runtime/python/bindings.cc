@@ -282,6 +282,10 @@ class PyUnderstander {
 
 NB_MODULE(_core, m) {
   m.doc() = "ondevice C++ core: bit-plane (BCQ) format reader and LUT kernels";
+  // The base class first: nanobind tries translators newest first, so the two subclasses below
+  // keep their own types, and any other ondevice::Error (an internal invariant) is _core.Error,
+  // not an untyped RuntimeError.
+  nb::exception<Error>(m, "Error", PyExc_RuntimeError);
   nb::exception<FormatError>(m, "FormatError", PyExc_ValueError);
   nb::exception<ArgumentError>(m, "ArgumentError", PyExc_ValueError);
 

@@ -32,13 +32,17 @@ checks the polyphase bookkeeping against a direct evaluation of the sum everywhe
 no randomness, no dither, the same output for the same input. 30 s of 48 kHz audio resamples in
 about 20 ms on one core.
 
-**Limits** (checked before any work is done, so a huge file is refused without being decoded):
-at most ``MAX_SECONDS`` (30 s; spoken commands last a few seconds and the model's positional table
-is bounded), at least ``MIN_SECONDS`` (0.1 s: shorter input cannot hold a word), sample rates
-``MIN_RATE``..``MAX_RATE`` Hz. Silent input (all zeros) is accepted: whether it holds a command is
-the model's decision, not the reader's. Clipped input (samples at +-1) and float input beyond +-1
-are passed through unchanged: clipping distorts speech but usually leaves it intelligible, and
-rescaling would change what the user recorded.
+**Limits** (checked from a file's header before any sample is decoded, so a huge or lying file is
+refused without costing memory; in this order: sample rate, channels, a data size beyond the end of
+the file, length): sample rates ``MIN_RATE``..``MAX_RATE`` Hz, at most ``MAX_CHANNELS`` channels, at
+most ``MAX_SECONDS`` (30 s; spoken commands last a few seconds and the model's positional table is
+bounded), at least ``MIN_SECONDS`` (0.1 s: shorter input cannot hold a word). Silent input (all
+zeros) is accepted: whether it holds a command is the model's decision, not the reader's. Clipped
+input (samples at +-1) and float input beyond +-1 are passed through unchanged: clipping distorts
+speech but usually leaves it intelligible, and rescaling would change what the user recorded. Only
+samples beyond +-``MAX_ABS_SAMPLE`` are refused: no PCM encoding reaches them (a float WAV full of
+them is garbage), and the model's level normalisation squares the samples, which overflows float32
+on such values.
 """
 
 from __future__ import annotations
@@ -65,6 +69,12 @@ MIN_SECONDS = 0.1
 #: Accepted sample rates, Hz: from narrow-band telephony's neighbourhood to studio 384 kHz.
 MIN_RATE = 4000
 MAX_RATE = 384000
+#: Most channels read from a file (ambisonic and array recordings have up to a few dozen): with the
+#: length limit this bounds the memory a file's header can ask for.
+MAX_CHANNELS = 64
+#: Largest accepted |sample| (2^31, the scale of 32-bit integer PCM): beyond it no recording lies,
+#: and the model's per-utterance level normalisation (a sum of squares in float32) could overflow.
+MAX_ABS_SAMPLE = 2.0 ** 31
 
 #: Resampler design (see the module docstring). 16 zero crossings each side with a Kaiser window of
 #: beta 8.6 (about -86 dB side lobes) and a cut-off at 0.92 of the lower Nyquist frequency: for
@@ -140,7 +150,9 @@ def _read_wav(p: str, size: int, max_seconds: float | None) -> tuple[np.ndarray,
             channels, width, rate, frames = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
             if not (1 <= width <= 4 and channels >= 1 and rate >= 1 and frames >= 1):
                 return _read_riff(p, size, max_seconds)  # which names the problem
-            _check_length(p, frames, rate, max_seconds)
+            if frames * channels * width > size:
+                return _read_riff(p, size, max_seconds)  # truncated: it says where, before any length check
+            _check_header(p, frames, rate, channels, max_seconds)
             raw = w.readframes(frames)
     except AudioError:
         raise
@@ -224,10 +236,12 @@ def _read_riff(p: str, size: int, max_seconds: float | None) -> tuple[np.ndarray
         frames = data_size // frame_bytes
         if frames == 0:
             raise AudioError(f"{p}: WAV has no audio frames (its 'data' chunk holds {data_size} bytes)")
-        _check_length(p, frames, rate, max_seconds)
+        _check_rate(rate, p)
+        _check_channels(channels, p)
         if data_at + data_size > size:
             raise AudioError(f"{p}: truncated WAV: the header declares {frames} frames ({data_size} bytes of "
                              f"samples) but the file holds only {max(size - data_at, 0)} bytes of them")
+        _check_header(p, frames, rate, channels, max_seconds)
         f.seek(data_at)
         raw = f.read(frames * frame_bytes)
     if kind == "float":
@@ -272,7 +286,7 @@ def _read_soundfile(p: str, head: bytes, max_seconds: float | None, what: str | 
             raise AudioError(f"{p}: no audio frames ({info.format_info or info.format} file)")
         if info.samplerate < 1:
             raise AudioError(f"{p}: not a valid audio file: sample rate {info.samplerate} Hz")
-        _check_length(p, info.frames, info.samplerate, max_seconds)
+        _check_header(p, info.frames, info.samplerate, info.channels, max_seconds)
         samples, rate = sf.read(p, dtype="float32", always_2d=True)
     except sf.SoundFileError as e:
         reason = getattr(e, "error_string", None) or str(e)
@@ -285,9 +299,19 @@ def _read_soundfile(p: str, head: bytes, max_seconds: float | None, what: str | 
     return np.ascontiguousarray(samples, dtype=np.float32), int(rate)
 
 
-def _check_length(p: str, frames: int, rate: int, max_seconds: float | None) -> None:
+def _check_header(p: str, frames: int, rate: int, channels: int, max_seconds: float | None) -> None:
+    """A file's limits from its header, before its samples are read: rate first (a bogus rate makes
+    a bogus duration), then channels, then the length."""
+    _check_rate(rate, p)
+    _check_channels(channels, p)
     if max_seconds is not None and frames > max_seconds * rate:
         raise AudioError(_too_long(p, frames / rate, max_seconds))
+
+
+def _check_channels(channels: int, where: str) -> None:
+    if channels > MAX_CHANNELS:
+        raise AudioError(f"{where}: {channels} channels; at most {MAX_CHANNELS} are read (a spoken command needs "
+                         "one: e.g. sox in.wav out.wav remix 1)")
 
 
 def _too_long(where: str, seconds: float, limit: float) -> str:
@@ -296,7 +320,8 @@ def _too_long(where: str, seconds: float, limit: float) -> str:
 
 
 def _finite(samples: np.ndarray, where: str) -> np.ndarray:
-    """Refuse NaN and +-inf: they would propagate through every feature of the utterance."""
+    """Refuse NaN and +-inf: they would propagate through every feature of the utterance; and
+    samples beyond +-MAX_ABS_SAMPLE (module docstring)."""
     bad = ~np.isfinite(samples)
     if bad.any():
         idx = np.flatnonzero(bad)
@@ -304,6 +329,14 @@ def _finite(samples: np.ndarray, where: str) -> np.ndarray:
         value = samples.reshape(-1)[idx[0]]
         raise AudioError(f"{where}: {len(idx)} non-finite sample(s) (NaN or infinity); the first, {value}, is at "
                          f"frame {frame}, channel {channel}")
+    huge = np.abs(samples) > MAX_ABS_SAMPLE
+    if huge.any():
+        idx = np.flatnonzero(huge)
+        frame, channel = divmod(int(idx[0]), samples.shape[1] if samples.ndim == 2 else 1)
+        value = samples.reshape(-1)[idx[0]]
+        raise AudioError(f"{where}: {len(idx)} sample(s) beyond +-2^31, the first, {float(value):g}, at frame "
+                         f"{frame}, channel {channel}: float audio is expected in [-1, 1], and no PCM encoding "
+                         "reaches such values (a corrupt file, or samples that need scaling)")
     return samples
 
 
@@ -377,7 +410,10 @@ def load_audio(path_or_array: PathLike | np.ndarray, sample_rate: int | None = N
         if sample_rate is not None:
             raise TypeError("sample_rate is for arrays only: a file's own header gives its sample rate")
         samples, rate = read_audio(path_or_array, max_seconds=MAX_SECONDS)
-        return to_model_input(samples, rate, source=os.fspath(path_or_array))
+        # A file's layout is known ([frames, channels]): downmix here, so that the array-shape guess
+        # of to_model_input (more channels than frames = a transposed array) cannot misfire on it.
+        mono = samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1, dtype=np.float32)
+        return to_model_input(mono, rate, source=os.fspath(path_or_array))
     if isinstance(path_or_array, (bytes, bytearray, memoryview)):
         raise TypeError("load_audio takes a path or an array of samples, not the bytes of a file "
                         "(write them to a file, or decode them first)")

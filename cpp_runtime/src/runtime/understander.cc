@@ -17,6 +17,7 @@ namespace ondevice {
 namespace {
 
 constexpr int64_t kSampleRate = 16000;
+constexpr float kMaxAbsSample = 2147483648.0f;  // 2^31: the scale of 32-bit integer PCM
 constexpr int64_t kMinEnsembleRate = 12000, kMaxEnsembleRate = 24000;  // ondevice.slu.export.ENSEMBLE_*_RATE
 
 // log softmax in double with the maximum subtracted.
@@ -31,6 +32,12 @@ void add_log_softmax(const std::vector<float>& v, std::vector<double>& acc) {
 std::string seconds(double s) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.3g s", s);
+  return buf;
+}
+
+std::string short_number(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
   return buf;
 }
 
@@ -202,10 +209,16 @@ Understander::Result Understander::understand(const float* pcm, size_t n) const 
   const Impl& m = *impl_;
   check_length(n);
   if (pcm == nullptr) throw ArgumentError("audio is null");
-  for (size_t i = 0; i < n; ++i)
+  for (size_t i = 0; i < n; ++i) {
     if (!std::isfinite(pcm[i]))
       throw ArgumentError("audio sample " + std::to_string(i) + " is " + (std::isnan(pcm[i]) ? "NaN" : "infinite") +
                           " (every sample must be finite)");
+    // No PCM encoding goes beyond 2^31, and the graph's level normalisation squares the samples:
+    // such values would overflow float32 inside the model instead of being refused here.
+    if (std::fabs(pcm[i]) > kMaxAbsSample)
+      throw ArgumentError("audio sample " + std::to_string(i) + " is " + short_number(pcm[i]) +
+                          ", beyond +-2^31 (float audio is expected in [-1, 1])");
+  }
   // One run per ensemble rate (just the audio as it is without an ensemble).
   const bool ensemble = m.options.speed_ensemble && m.ensemble_rates.size() > 1;
   const std::vector<int64_t> rates = ensemble ? m.ensemble_rates : std::vector<int64_t>{kSampleRate};
@@ -234,8 +247,8 @@ Understander::Result Understander::understand(const float* pcm, size_t n) const 
       const float* v = t.data<float>();
       for (int64_t i = 0; i < k; ++i)
         if (!std::isfinite(v[i]))
-          throw Error(m.dir + ": the model produced a non-finite " + slot_names()[s] + " logit (" +
-                      std::to_string(v[i]) + ")");
+          throw FormatError(m.dir + ": the model produced a non-finite " + slot_names()[s] + " logit (" +
+                            short_number(v[i]) + "): the model file is corrupt");
       logits[s].assign(v, v + k);
       if (ensemble) add_log_softmax(logits[s], mean_lp[s]);
     }
