@@ -1,7 +1,8 @@
 """Atomic file writes, used by everything that writes models, data and reports.
 
 A temporary file in the destination's directory is written, flushed to disk,
-given the mode a plain ``open()`` would give it (mkstemp creates 0600), and
+given the mode a plain ``open()`` would leave (mkstemp creates 0600): an existing
+destination's own mode (a private 0600 file stays private), else 0666 less the umask, and
 renamed over the destination; on any failure the temporary file is removed
 and the previous file, if any, is untouched.
 """
@@ -9,6 +10,7 @@ and the previous file, if any, is untouched.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -31,6 +33,14 @@ def fsync_dir(path: str | os.PathLike) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _mode_for(path: Path) -> int:
+    try:
+        st = path.stat()
+    except OSError:
+        return 0o666 & ~_umask()
+    return stat.S_IMODE(st.st_mode) if stat.S_ISREG(st.st_mode) else 0o666 & ~_umask()
 
 
 def check_output_path(path: str | os.PathLike) -> None:
@@ -56,7 +66,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     directory = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())
+        os.fchmod(fd, _mode_for(path))
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
