@@ -219,7 +219,7 @@ class Understander:
     def understand_batch(self, items, sample_rate: int | None = None) -> list[Intent]:
         return [self.understand(x, sample_rate) for x in items]
 
-    def _run(self, pcm: np.ndarray, source: str) -> Intent:
+    def _run(self, pcm: np.ndarray, source: str = "audio") -> Intent:
         if self._native is not None:
             from . import _core
             from .onnx_export.errors import OnnxModelError
