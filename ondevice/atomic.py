@@ -40,7 +40,8 @@ def _mode_for(path: Path) -> int:
         st = path.stat()
     except OSError:
         return 0o666 & ~_umask()
-    return stat.S_IMODE(st.st_mode) if stat.S_ISREG(st.st_mode) else 0o666 & ~_umask()
+    # Permission bits only: open() for writing would clear setuid/setgid too.
+    return st.st_mode & 0o777 if stat.S_ISREG(st.st_mode) else 0o666 & ~_umask()
 
 
 def check_output_path(path: str | os.PathLike) -> None:

@@ -161,7 +161,7 @@ def _cmd_understand(args: argparse.Namespace) -> int:
             failed += 1
             # Audio errors start with the path; the others (a model that fails) are given it here.
             msg = _printable_path(str(e))
-            if not msg.startswith(name):
+            if not msg.startswith(name + ":"):
                 msg = f"{name}: {msg}"
             if args.json:
                 print(json.dumps({"file": name, "error": msg}, ensure_ascii=False), flush=True)
@@ -892,6 +892,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ondevice: error: {_printable_path(str(e))}", file=sys.stderr)
         return 1
     except BrokenPipeError:
+        if args.verb not in ("understand", "translate"):
+            raise  # a pipe of training or data generation (a child, a pool) is a real failure
         # The reader of our output went away (`ondevice understand *.wav | head -1`): stop quietly,
         # as cat does, and keep Python from complaining again when it flushes stdout at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

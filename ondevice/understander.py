@@ -164,6 +164,8 @@ class Understander:
         if isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float)) or not 0 < max_seconds <= 3600:
             raise OnnxModelError(f"{path}: max_seconds must be a number in (0, 3600], got {max_seconds!r}")
         mins = m["min_samples"]
+        if isinstance(mins, float) and mins.is_integer():  # JSON 3825.0: a whole number, as the runtime reads it
+            mins = m["min_samples"] = int(mins)
         if isinstance(mins, bool) or not isinstance(mins, int) or not 1 <= mins <= max_seconds * SAMPLE_RATE:
             raise OnnxModelError(f"{path}: min_samples must be a whole number in 1..{int(max_seconds * SAMPLE_RATE)}, "
                                  f"got {mins!r}")

@@ -288,7 +288,15 @@ def test_nan_and_inf_in_float_wav(tmp_path):
         load_audio(write_float_wav(tmp_path / "inf.wav", x, 16000, bits=64))
 
 
-def test_longer_than_the_limit_is_refused_from_the_header(tmp_path):
+def _no_decoding(monkeypatch):
+    """Make reading samples fail loudly, to show that a refusal came from the header alone."""
+    def refuse(*_):
+        raise AssertionError("samples were read before the header was checked")
+
+    monkeypatch.setattr(wave.Wave_read, "readframes", refuse)
+
+
+def test_longer_than_the_limit_is_refused_from_the_header(tmp_path, monkeypatch):
     """A 31 s file is refused with the duration, the limit and a hint; a header claiming 2 hours is
     refused before anything is decoded (only the header exists)."""
     ints = np.zeros((31 * 8000, 1))
@@ -299,11 +307,12 @@ def test_longer_than_the_limit_is_refused_from_the_header(tmp_path):
     claims.write_bytes(riff(fmt_chunk(1, 1, 16000, 16), b"", data_size=2 * 16000 * 7200))
     with open(claims, "r+b") as f:
         f.truncate(len(riff(fmt_chunk(1, 1, 16000, 16), b"")) + 2 * 16000 * 7200)
+    _no_decoding(monkeypatch)
     with pytest.raises(AudioError, match=r"7200\.00 s of audio is longer than the limit"):
         load_audio(claims)
 
 
-def test_header_limits_are_checked_in_order_before_decoding(tmp_path):
+def test_header_limits_are_checked_in_order_before_decoding(tmp_path, monkeypatch):
     """A header's sample rate is checked before the duration it implies (1 Hz over 1 s of data is a
     bad rate, not 16,000 s of audio), and a data size beyond the end of the file is a truncated
     file, not a long one (a 1 s file must not be told to be trimmed). A bad rate in a huge sparse
@@ -323,6 +332,7 @@ def test_header_limits_are_checked_in_order_before_decoding(tmp_path):
     sparse.write_bytes(head)
     with open(sparse, "r+b") as f:
         f.truncate(len(head) + 2 ** 30)
+    _no_decoding(monkeypatch)
     with pytest.raises(AudioError, match=r"sample rate 2147483647 Hz is outside"):
         load_audio(sparse)
 
@@ -346,7 +356,11 @@ def test_samples_beyond_any_pcm_scale_are_refused(tmp_path):
     with pytest.raises(AudioError, match="beyond"):
         load_audio(np.full(4000, -5e9, np.float32))
     loud = (sine(200, 16000, 0.5) * 2.0 ** 31).astype(np.float32)
+    loud[10] = 2.0 ** 31  # the limit itself
     assert np.array_equal(load_audio(loud), loud)
+    loud[10] = np.nextafter(np.float32(2.0 ** 31), np.float32(np.inf))
+    with pytest.raises(AudioError, match="1 sample"):
+        load_audio(loud)
 
 
 # --------------------------------------------------------------------------- array conversion

@@ -97,7 +97,8 @@ def test_cli_arguments_stdin_and_files(tr, tiny_trained_run, tmp_path):
     assert r.returncode == 1 and b"does not exist" in r.stderr and b"Traceback" not in r.stderr
 
 
-def test_unusable_input_and_output_paths_are_refused_before_translating(tr, tiny_trained_run, tmp_path):
+def test_unusable_input_and_output_paths_are_refused_before_translating(tr, tiny_trained_run, tmp_path,
+                                                                        monkeypatch):
     """An output that cannot be written is refused before any sentence is translated (the work would
     otherwise be lost at the end with an error about a temporary file); an input path the OS refuses
     is a DataError naming it; a thread count far beyond any device is a ConfigError, not a binding
@@ -107,11 +108,21 @@ def test_unusable_input_and_output_paths_are_refused_before_translating(tr, tiny
     src = tmp_path / "in.txt"
     src.write_text("the dog sees a cat\n")
     (tmp_path / "adir").mkdir()
-    for target, msg in ((tmp_path / "nodir" / "o.txt", "its directory .*nodir does not exist"),
-                        (tmp_path / "adir", "is a directory"),
-                        (src / "o.txt", "in.txt is not a directory")):
-        with pytest.raises(DataError, match=msg):
-            tr.translate_file(src, target, progress=False)
+
+    def no_translating(*_, **__):
+        raise AssertionError("translated before the output path was checked")
+
+    targets = ((tmp_path / "nodir" / "o.txt", "its directory .*nodir does not exist"),
+               (tmp_path / "adir", "is a directory"),
+               (src / "o.txt", "in.txt is not a directory"))
+    with monkeypatch.context() as m:
+        m.setattr(Translator, "translate_batch", no_translating)
+        for target, msg in targets:
+            with pytest.raises(DataError, match=msg):
+                tr.translate_file(src, target, progress=False)
+            assert main(["translate", "--model", str(tiny_trained_run[0]), "--backend", "torch", "-i", str(src),
+                         "-o", str(target), "--quiet"]) == 1
+    for target, _ in targets:
         r = _cli("--model", str(tiny_trained_run[0]), "-i", str(src), "-o", str(target), "--quiet")
         assert r.returncode == 1 and b"Traceback" not in r.stderr and b".tmp" not in r.stderr, r.stderr
     with pytest.raises(DataError, match="cannot read input file .*in.txt/x: Not a directory"):

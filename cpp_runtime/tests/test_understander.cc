@@ -598,15 +598,17 @@ TEST(understander_rejects_bad_audio_with_clear_messages) {
     CHECK_MSG(msg.find("audio sample 1234 is ") == 0, msg);
   }
   // Finite but beyond any PCM scale: refused, not overflowed inside the level normalisation.
-  for (float huge : {3e38f, -4.3e9f}) {
+  const float limit = 4294967296.0f;  // 2^32
+  for (float huge : {3e38f, -5e9f, std::nextafter(limit, 1e38f)}) {
     std::vector<float> a = audio;
     a[77] = huge;
     msg = message_of<ArgumentError>([&] { u.understand(a); });
-    CHECK_MSG(msg.find("audio sample 77 is ") == 0 && msg.find("beyond +-2^31") != std::string::npos, msg);
+    CHECK_MSG(msg.find("audio sample 77 is ") == 0 && msg.find("beyond +-2^32") != std::string::npos, msg);
   }
-  {  // 2^31 itself still runs (the level does not matter to the model)
+  {  // the limit itself still runs (the level does not matter to the model)
     std::vector<float> a = audio;
     for (float& x : a) x *= 2147483648.0f;
+    a[77] = -limit;
     CHECK(u.understand(a).slots.size() == 3);
   }
   // Still fine afterwards.

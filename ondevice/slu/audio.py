@@ -106,7 +106,9 @@ def read_audio(path: PathLike, *, max_seconds: float | None = None) -> tuple[np.
 
     Integer PCM is scaled to [-1, 1) (16-bit by 1/32768, 8-bit unsigned around 128); float WAVs are
     returned as stored (normally within [-1, 1]). No resampling or downmixing happens here: that is
-    :func:`to_model_input`, so callers can inspect the file as it is.
+    :func:`to_model_input`, so callers can inspect the file's samples as they are. The header
+    limits hold here already (module docstring): a rate outside MIN_RATE..MAX_RATE and more than
+    MAX_CHANNELS channels are refused before decoding, with or without ``max_seconds``.
 
     ``max_seconds``: refuse a longer file from its header, before decoding it (what
     :func:`load_audio` does with ``MAX_SECONDS``, so a 2-hour recording costs no memory).
@@ -114,7 +116,8 @@ def read_audio(path: PathLike, *, max_seconds: float | None = None) -> tuple[np.
     Raises AudioError (the message names the file) for a missing file, a directory, an empty file,
     a file that is not audio, a truncated WAV (its header promises more data than the file holds:
     refused rather than decoded in part, since a cut-off command could be misheard as another),
-    a WAV without frames, an unsupported sample width or encoding, and NaN or infinite samples.
+    a WAV without frames, an unsupported sample width or encoding, a sample rate or channel count
+    out of range, and NaN, infinite or beyond-MAX_ABS_SAMPLE samples.
     """
     p = os.fspath(path)
     try:
@@ -150,8 +153,8 @@ def _read_wav(p: str, size: int, max_seconds: float | None) -> tuple[np.ndarray,
             channels, width, rate, frames = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
             if not (1 <= width <= 4 and channels >= 1 and rate >= 1 and frames >= 1):
                 return _read_riff(p, size, max_seconds)  # which names the problem
-            if frames * channels * width > size:
-                return _read_riff(p, size, max_seconds)  # truncated: it says where, before any length check
+            if frames * channels * width > size - 44:  # 44: the canonical header; more with other chunks
+                return _read_riff(p, size, max_seconds)  # maybe truncated: it checks exactly, before the length
             _check_header(p, frames, rate, channels, max_seconds)
             raw = w.readframes(frames)
     except AudioError:

@@ -17,8 +17,9 @@
 // level does not matter). Resampling and downmixing are the caller's job (the
 // Python package: ondevice.slu.audio; Java: decode to 16 kHz before calling).
 // Length must be in [min_samples, max_seconds * sample_rate] (0.24 s to 30 s
-// for the shipped model); every sample must be finite and within +-2^31 (no
-// PCM encoding goes beyond; larger values would overflow the normalisation).
+// for the shipped model); every sample must be finite and within +-2^32 (no
+// PCM encoding goes beyond 2^31; far larger values would overflow the
+// normalisation).
 // Otherwise ArgumentError with a message saying what is wrong. A model whose
 // logits come out non-finite (a corrupt weight) is a FormatError.
 //

@@ -17,7 +17,9 @@ namespace ondevice {
 namespace {
 
 constexpr int64_t kSampleRate = 16000;
-constexpr float kMaxAbsSample = 2147483648.0f;  // 2^31: the scale of 32-bit integer PCM
+// 2^32: twice the scale of 32-bit integer PCM. The Python reader refuses beyond 2^31 at the file's
+// rate; resampling to 16 kHz may ring a few percent past that, which must still run here.
+constexpr float kMaxAbsSample = 4294967296.0f;
 constexpr int64_t kMinEnsembleRate = 12000, kMaxEnsembleRate = 24000;  // ondevice.slu.export.ENSEMBLE_*_RATE
 
 // log softmax in double with the maximum subtracted.
@@ -213,11 +215,11 @@ Understander::Result Understander::understand(const float* pcm, size_t n) const 
     if (!std::isfinite(pcm[i]))
       throw ArgumentError("audio sample " + std::to_string(i) + " is " + (std::isnan(pcm[i]) ? "NaN" : "infinite") +
                           " (every sample must be finite)");
-    // No PCM encoding goes beyond 2^31, and the graph's level normalisation squares the samples:
-    // such values would overflow float32 inside the model instead of being refused here.
+    // No PCM encoding goes far beyond 2^31, and the graph's level normalisation squares the
+    // samples: such values would overflow float32 inside the model instead of being refused here.
     if (std::fabs(pcm[i]) > kMaxAbsSample)
       throw ArgumentError("audio sample " + std::to_string(i) + " is " + short_number(pcm[i]) +
-                          ", beyond +-2^31 (float audio is expected in [-1, 1])");
+                          ", beyond +-2^32 (float audio is expected in [-1, 1])");
   }
   // One run per ensemble rate (just the audio as it is without an ensemble).
   const bool ensemble = m.options.speed_ensemble && m.ensemble_rates.size() > 1;
