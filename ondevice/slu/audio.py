@@ -239,12 +239,11 @@ def _read_riff(p: str, size: int, max_seconds: float | None) -> tuple[np.ndarray
         frames = data_size // frame_bytes
         if frames == 0:
             raise AudioError(f"{p}: WAV has no audio frames (its 'data' chunk holds {data_size} bytes)")
-        _check_rate(rate, p)
-        _check_channels(channels, p)
+        _check_format(p, rate, channels)
         if data_at + data_size > size:
             raise AudioError(f"{p}: truncated WAV: the header declares {frames} frames ({data_size} bytes of "
                              f"samples) but the file holds only {max(size - data_at, 0)} bytes of them")
-        _check_header(p, frames, rate, channels, max_seconds)
+        _check_length(p, frames, rate, max_seconds)
         f.seek(data_at)
         raw = f.read(frames * frame_bytes)
     if kind == "float":
@@ -305,16 +304,20 @@ def _read_soundfile(p: str, head: bytes, max_seconds: float | None, what: str | 
 def _check_header(p: str, frames: int, rate: int, channels: int, max_seconds: float | None) -> None:
     """A file's limits from its header, before its samples are read: rate first (a bogus rate makes
     a bogus duration), then channels, then the length."""
+    _check_format(p, rate, channels)
+    _check_length(p, frames, rate, max_seconds)
+
+
+def _check_format(p: str, rate: int, channels: int) -> None:
     _check_rate(rate, p)
-    _check_channels(channels, p)
+    if channels > MAX_CHANNELS:
+        raise AudioError(f"{p}: {channels} channels; at most {MAX_CHANNELS} are read (a spoken command needs "
+                         "one: e.g. sox in.wav out.wav remix 1)")
+
+
+def _check_length(p: str, frames: int, rate: int, max_seconds: float | None) -> None:
     if max_seconds is not None and frames > max_seconds * rate:
         raise AudioError(_too_long(p, frames / rate, max_seconds))
-
-
-def _check_channels(channels: int, where: str) -> None:
-    if channels > MAX_CHANNELS:
-        raise AudioError(f"{where}: {channels} channels; at most {MAX_CHANNELS} are read (a spoken command needs "
-                         "one: e.g. sox in.wav out.wav remix 1)")
 
 
 def _too_long(where: str, seconds: float, limit: float) -> str:
@@ -325,19 +328,21 @@ def _too_long(where: str, seconds: float, limit: float) -> str:
 def _finite(samples: np.ndarray, where: str) -> np.ndarray:
     """Refuse NaN and +-inf: they would propagate through every feature of the utterance; and
     samples beyond +-MAX_ABS_SAMPLE (module docstring)."""
-    bad = ~np.isfinite(samples)
-    if bad.any():
+    def first(bad: np.ndarray) -> tuple[int, float, int, int]:
+        """How many, and the first one's value, frame and channel."""
         idx = np.flatnonzero(bad)
         frame, channel = divmod(int(idx[0]), samples.shape[1] if samples.ndim == 2 else 1)
-        value = samples.reshape(-1)[idx[0]]
-        raise AudioError(f"{where}: {len(idx)} non-finite sample(s) (NaN or infinity); the first, {value}, is at "
+        return len(idx), samples.reshape(-1)[idx[0]], frame, channel
+
+    bad = ~np.isfinite(samples)
+    if bad.any():
+        n, value, frame, channel = first(bad)
+        raise AudioError(f"{where}: {n} non-finite sample(s) (NaN or infinity); the first, {value}, is at "
                          f"frame {frame}, channel {channel}")
     huge = np.abs(samples) > MAX_ABS_SAMPLE
     if huge.any():
-        idx = np.flatnonzero(huge)
-        frame, channel = divmod(int(idx[0]), samples.shape[1] if samples.ndim == 2 else 1)
-        value = samples.reshape(-1)[idx[0]]
-        raise AudioError(f"{where}: {len(idx)} sample(s) beyond +-2^31, the first, {float(value):g}, at frame "
+        n, value, frame, channel = first(huge)
+        raise AudioError(f"{where}: {n} sample(s) beyond +-2^31, the first, {float(value):g}, at frame "
                          f"{frame}, channel {channel}: float audio is expected in [-1, 1], and no PCM encoding "
                          "reaches such values (a corrupt file, or samples that need scaling)")
     return samples
