@@ -4,7 +4,8 @@ Public API (kept stable, see ARCHITECTURE in the docs):
     quantize_bcq(w, bits, group_size=None, method=...) -> BCQMatrix
     BCQMatrix.load(path), .matmul(x), .dequantize(), .bits, .nbytes, .save(path)
     Translator(model=None, threads=0, backend="native", beam_size=4)
-        .translate(str), .translate_batch(list[str], beam_size=None), .translate_file(src, dst)
+        .translate(str), .translate_batch(list[str], beam_size=None), .translate_file(src, dst),
+        .translate_stream(binary_file, origin) -> iterator of translations
     Understander(model=None, threads=0, backend="native")
         .understand(path_or_array, sample_rate=None) -> Intent(action, object, location, scores)
 

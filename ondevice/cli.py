@@ -121,30 +121,39 @@ def _cmd_train_qat(args: argparse.Namespace) -> int:
 
 
 def _cmd_translate(args: argparse.Namespace) -> int:
-    from .atomic import check_output_path
-    from .translator import Translator, decode_lines, read_lines
+    from contextlib import ExitStack
 
+    from .atomic import atomic_open, check_output_path
+    from .text_lines import count_lines, open_input
+    from .translator import Translator
+
+    if args.input and args.text:
+        raise ConfigError("give sentences as arguments or --input FILE, not both")
     if args.output:  # before any work: an unwritable destination would lose every translation
         check_output_path(args.output)
     tr = Translator(args.model, threads=args.threads, backend=args.backend, beam_size=args.beam)
-    if args.input:
-        if args.text:
-            raise ConfigError("give sentences as arguments or --input FILE, not both")
-        if not args.output:
-            lines = tr.translate_batch(read_lines(args.input))
-            sys.stdout.write("".join(t + "\n" for t in lines))
-            return 0
+    if args.input and args.output:
         n = tr.translate_file(args.input, args.output, progress=not args.quiet)
         print(f"translated {n} lines -> {args.output}", file=sys.stderr)
         return 0
-    lines = args.text if args.text else decode_lines(sys.stdin.buffer.read(), "stdin")
-    out = tr.translate_batch(lines)
-    if args.output:
-        from .atomic import atomic_write_text
-
-        atomic_write_text(args.output, "".join(t + "\n" for t in out))
-    else:
-        sys.stdout.write("".join(t + "\n" for t in out))
+    interactive = not args.text and not args.input and sys.stdin.isatty()
+    with ExitStack() as stack:
+        if args.text:
+            out = iter(tr.translate_batch(args.text))
+        elif args.input:
+            count_lines(args.input)  # every line checked before the first is translated
+            out = tr.translate_stream(stack.enter_context(open_input(args.input)), str(args.input))
+        else:  # a terminal gets each line's translation as soon as it is typed
+            out = tr.translate_stream(sys.stdin.buffer, "stdin", batch_lines=1 if interactive else 64)
+        if args.output:
+            with atomic_open(args.output) as f:
+                for t in out:
+                    f.write(t.encode("utf-8") + b"\n")
+        else:
+            for t in out:
+                sys.stdout.write(t + "\n")
+                if interactive:
+                    sys.stdout.flush()
     return 0
 
 

@@ -19,11 +19,13 @@ backend's decoder is not re-entrant).
 from __future__ import annotations
 
 import os
+import re
 import threading
 from pathlib import Path
-from typing import Sequence
+from typing import BinaryIO, Iterator, Sequence
 
 from .errors import ConfigError, DataError
+from .text_lines import MAX_INPUT_CHARS
 
 __all__ = ["Translator", "default_model_dir", "BACKENDS", "MAX_INPUT_CHARS"]
 
@@ -31,7 +33,6 @@ BACKENDS = ("native", "torch", "onnxruntime")
 DEFAULT_MODEL = "nmt-en-de-bcq"
 #: Most threads a Translator or Understander accepts (far beyond any device's cores; larger is a typo).
 MAX_THREADS = 1024
-MAX_INPUT_CHARS = 20_000  # one input line; longer lines are rejected before tokenization
 
 
 def default_model_dir() -> Path:
@@ -164,23 +165,49 @@ class Translator:
         """One sentence."""
         return self.translate_batch([sentence], beam_size)[0]
 
+    def translate_stream(self, stream: BinaryIO, origin: str = "input", beam_size: int | None = None,
+                         batch_lines: int = 64) -> Iterator[str]:
+        """Translations of the lines of a binary ``stream`` (a file, stdin), in order, read and
+        translated ``batch_lines`` at a time: memory stays bounded whatever the input's size. A bad
+        line is a DataError naming ``origin`` and its line number; the lines before it have been
+        yielded by then."""
+        from .text_lines import iter_lines
+
+        lines = iter_lines(stream, origin)
+        first = 1
+        while True:
+            batch = [line for _, line in zip(range(batch_lines), lines)]
+            if not batch:
+                return
+            try:
+                yield from self.translate_batch(batch, beam_size)
+            except DataError as e:  # "sentence 3 ..." is the batch's index: name the input's line
+                m = re.match(r"sentence (\d+)(.*)", str(e), re.S)
+                if m is None:
+                    raise
+                raise DataError(f"{origin}: line {first + int(m[1])}{m[2]}") from None
+            first += len(batch)
+
     def translate_file(self, source: str | os.PathLike, target: str | os.PathLike, beam_size: int | None = None,
                        batch_lines: int = 64, progress: bool = True) -> int:
-        """Translates a UTF-8 text file line by line into ``target`` (written atomically); returns the
-        number of lines."""
-        from .atomic import atomic_write_text, check_output_path
+        """Translates a UTF-8 text file line by line into ``target``; returns the number of lines.
+
+        Every line is checked (UTF-8, length) before the first is translated; the translations are
+        streamed into a temporary file that replaces ``target`` only when all are done, so an error
+        leaves ``target`` as it was, and memory stays bounded whatever the file's size."""
+        from .atomic import atomic_open, check_output_path
         from .progress import Progress
+        from .text_lines import count_lines, open_input
 
         check_output_path(target)
-        lines = read_lines(source)
-        bar = Progress("translate", total=len(lines), unit="line", enabled=progress)
-        out: list[str] = []
-        for k in range(0, len(lines), batch_lines):
-            out += self.translate_batch(lines[k:k + batch_lines], beam_size)
-            bar.update(min(batch_lines, len(lines) - k))
+        n = count_lines(source)
+        bar = Progress("translate", total=n, unit="line", enabled=progress)
+        with open_input(source) as f, atomic_open(target) as out:
+            for t in self.translate_stream(f, str(source), beam_size, batch_lines):
+                out.write(t.encode("utf-8") + b"\n")
+                bar.update()
         bar.close()
-        atomic_write_text(target, "".join(t + "\n" for t in out))
-        return len(lines)
+        return n
 
 
 def _usable_cores() -> int:
@@ -202,36 +229,3 @@ def _load_native(onnx_dir: Path, threads: int):
         return _core.Translator(str(onnx_dir), threads=threads)
     except (_core.FormatError, _core.ArgumentError) as e:
         raise OnnxModelError(str(e)) from None
-
-
-def read_lines(path: str | os.PathLike) -> list[str]:
-    """Lines of a UTF-8 text file (a BOM is dropped); invalid UTF-8 is a DataError naming the line."""
-    p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"input file {p} does not exist") from None
-    except IsADirectoryError:
-        raise DataError(f"input {p} is a directory, not a text file") from None
-    except OSError as e:  # permission, a path through a file, ...
-        raise DataError(f"cannot read input file {p}: {e.strerror or e}") from None
-    return decode_lines(data, str(p))
-
-
-def decode_lines(data: bytes, origin: str = "input") -> list[str]:
-    """``data`` as UTF-8 lines; invalid UTF-8 raises DataError with the line number and byte offset."""
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise DataError(f"{origin}: line {line} is not valid UTF-8 (byte offset {e.start})") from None
-    # Lines end at "\n" only (a "\r" before it is dropped): str.splitlines() would also break at
-    # form feeds, \x1c-\x1e, NEL and U+2028/9, and the output would no longer match the input line
-    # for line.
-    lines = text.split("\n")
-    if lines[-1] == "":
-        lines.pop()
-    return [s[:-1] if s.endswith("\r") else s for s in lines]
-

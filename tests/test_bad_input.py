@@ -413,6 +413,43 @@ def test_memory_stays_bounded_on_long_inputs():
     assert peaks[1000] - peaks[10] < 300, peaks
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux /proc")
+def test_huge_input_is_streamed_not_read_whole(tmp_path):
+    """`translate -i FILE` (stdout or -o) and stdin are read line by line: a 60 MB file whose last
+    line is not UTF-8 is refused (before any translation: nothing is printed) and a 60 MB line on
+    stdin is refused with its length, each with a peak RSS within 40 MiB of the same command on a
+    few bytes (reading such input whole took 60 MB of bytes plus 60 MB of text, and more)."""
+    code = textwrap.dedent("""
+        import sys
+        from ondevice.cli import main
+        rc = main(sys.argv[1:])
+        hwm = next(int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM:"))
+        print(rc, hwm // 1024, file=sys.stderr)
+    """)
+
+    def peak(args: list[str], stdin: bytes | None = None) -> tuple[int, str, bytes]:
+        r = subprocess.run([sys.executable, "-c", code, "translate", "--beam", "1", "--threads", "1", *args],
+                           input=stdin, capture_output=True, timeout=600)
+        err = r.stderr.decode()
+        rc, mib = map(int, err.strip().split("\n")[-1].split())
+        assert r.returncode == 0 and rc == 1 and "Traceback" not in err, err
+        return mib, err, r.stdout
+
+    big, small = tmp_path / "big.txt", tmp_path / "small.txt"
+    line = (b"The house is small and the garden is green. " * 23)[:999] + b"\n"
+    big.write_bytes(line * 60_000 + b"bad \xff\n")
+    small.write_bytes(b"bad \xff\n")
+    base, _, _ = peak(["-i", str(small)])
+    for args in (["-i", str(big)], ["-i", str(big), "-o", str(tmp_path / "o.txt")]):
+        mib, err, out = peak(args)
+        assert "big.txt: line 60001 is not valid UTF-8" in err and out == b"", err
+        assert mib - base < 40, (args, mib, base)
+    assert not (tmp_path / "o.txt").exists()
+    mib, err, out = peak([], stdin=b"a" * 60_000_000)
+    assert "stdin: line 1 has 60,000,000 characters, more than the limit of 20,000" in err and out == b"", err
+    assert mib - base < 40, (mib, base)
+
+
 def test_errors_are_one_type():
     """Everything above is catchable as OndeviceError (and ValueError), as the table says."""
     assert issubclass(OnnxModelError, OndeviceError) and issubclass(OnnxModelError, ValueError)

@@ -187,6 +187,43 @@ def test_flac_and_ogg_via_soundfile(tmp_path):
         assert abs(fit_sine(load_audio(tmp_path / "a.ogg")[1000:-1000], 500, 16000) - 0.6) < 0.03
 
 
+def test_truncated_flac_and_ogg_say_so(tmp_path):
+    """A FLAC or Ogg file cut short is refused as truncated or corrupt, with how far decoding got
+    (before: "lost sync", "psf_fseek() failed", or "no audio frames"); an intact file longer than
+    one decoding block (stereo, 3 s at 32 kHz) is read exactly as soundfile reads it."""
+    sf = pytest.importorskip("soundfile")
+    x = np.stack([sine(500, 32000, 3.0, 0.3), sine(700, 32000, 3.0, 0.2)], axis=1).astype(np.float32)
+    sf.write(tmp_path / "a.flac", x, 32000, subtype="PCM_16")
+    samples, rate = read_audio(tmp_path / "a.flac")
+    np.testing.assert_array_equal(samples, sf.read(tmp_path / "a.flac", dtype="float32")[0])
+    data = (tmp_path / "a.flac").read_bytes()
+    for frac in (0.9, 0.5, 0.1):
+        (tmp_path / "cut.flac").write_bytes(data[:int(len(data) * frac)])
+        with pytest.raises(AudioError, match=r"cut\.flac: truncated or corrupt FLAC file: decoding failed "
+                                             r"after \d\.\d\d s of the 3\.00 s its header declares \(libsndfile: "):
+            read_audio(tmp_path / "cut.flac")
+    (tmp_path / "cut.flac").write_bytes(data[:30])
+    with pytest.raises(AudioError, match=r"cut\.flac: truncated or corrupt FLAC file: its headers cannot be read"):
+        read_audio(tmp_path / "cut.flac")
+    if "OGG" in sf.available_formats():
+        sf.write(tmp_path / "a.ogg", x, 32000, format="OGG", subtype="VORBIS")
+        data = (tmp_path / "a.ogg").read_bytes()
+        assert read_audio(tmp_path / "a.ogg")[0].shape == x.shape
+        for frac in (0.9, 0.7, 0.5, 0.3, 0.01):
+            (tmp_path / "cut.ogg").write_bytes(data[:int(len(data) * frac)])
+            with pytest.raises(AudioError, match=r"cut\.ogg: truncated Ogg file: (the page at byte [\d,]+ needs "
+                                                 r"[\d,]+ bytes, the file holds [\d,]+ of them|it ends inside)"):
+                read_audio(tmp_path / "cut.ogg")
+        # cut exactly after a page: every page is whole, but the end-of-stream page is missing
+        last_page = data.rindex(b"OggS")
+        (tmp_path / "cut.ogg").write_bytes(data[:last_page])
+        with pytest.raises(AudioError, match="its last page .* is not marked as the end of the stream"):
+            read_audio(tmp_path / "cut.ogg")
+        (tmp_path / "bad.ogg").write_bytes(data[:last_page] + b"Oggs" + data[last_page + 4:])
+        with pytest.raises(AudioError, match=f"bad\\.ogg: corrupt Ogg file: no page starts at byte {last_page:,}"):
+            read_audio(tmp_path / "bad.ogg")
+
+
 def test_corpus_file_matches_wave():
     if not CORPUS_WAV.exists():
         pytest.skip(f"{CORPUS_WAV} is absent (make it with `ondevice data slu`)")

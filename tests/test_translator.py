@@ -60,6 +60,40 @@ def test_file_translation_and_invalid_utf8(tr, tmp_path):
     assert not (tmp_path / "out2.txt").exists()
 
 
+def test_files_are_streamed_and_errors_name_the_input_line(tr, tiny_trained_run, tmp_path, monkeypatch):
+    """Files and stdin are translated a batch at a time (memory stays bounded): the result equals
+    one big batch; a sentence the model cannot take is reported by its line in the file, not by
+    its index in a batch, and the previous output file is left as it was; with -i and no -o,
+    every line is checked before the first is translated."""
+    from ondevice.cli import main
+
+    lines = [SENTENCES[k % 4] if k % 5 else "" for k in range(70)]
+    src, target = tmp_path / "in.txt", tmp_path / "out.txt"
+    src.write_text("".join(s + "\n" for s in lines))
+    expected = tr.translate_batch(lines)
+    assert tr.translate_file(src, target, batch_lines=16, progress=False) == 70
+    assert target.read_text().split("\n")[:-1] == expected
+    with src.open("rb") as f:
+        assert list(tr.translate_stream(f, "in.txt", batch_lines=64)) == expected
+    r = _cli("--model", str(tiny_trained_run[0]), "--beam", "2", "--threads", "1", "-i", str(src))
+    assert r.returncode == 0 and r.stdout.decode().split("\n")[:-1] == expected, r.stderr
+
+    src.write_text("".join(s + "\n" for s in lines[:66] + ["the dog " * 800] + lines[67:]))
+    with pytest.raises(DataError, match=r"in.txt: line 67 is \d+ tokens long"):
+        tr.translate_file(src, target, progress=False)
+    assert target.read_text().split("\n")[:-1] == expected and sorted(p.name for p in tmp_path.iterdir()) == \
+        ["in.txt", "out.txt"]
+    r = _cli("--model", str(tiny_trained_run[0]), stdin=src.read_bytes())
+    assert r.returncode == 1 and b"stdin: line 67 is" in r.stderr and r.stdout.count(b"\n") == 64, r.stderr
+
+    src.write_bytes(src.read_bytes() + b"\xff\n")
+    with monkeypatch.context() as m:
+        m.setattr(Translator, "translate_batch", lambda *_, **__: pytest.fail("translated before checking"))
+        assert main(["translate", "--model", str(tiny_trained_run[0]), "--backend", "torch", "-i", str(src)]) == 1
+        with pytest.raises(DataError, match="in.txt: line 71 is not valid UTF-8"):
+            tr.translate_file(src, target, progress=False)
+
+
 def test_one_translator_shared_by_threads_equals_sequential(tr):
     expected = [tr.translate_batch([s]) for s in SENTENCES]
     results: dict[int, list[str]] = {}

@@ -118,7 +118,7 @@ def load_texts(src: str | os.PathLike, ref: str | os.PathLike | None,
                limit: int | None) -> tuple[list[str], list[str] | None]:
     """The first ``limit`` source lines and their references (same count required: a misaligned pair of
     files would give meaningless BLEU)."""
-    from ..translator import read_lines
+    from ..text_lines import read_lines
 
     sources = read_lines(src)
     refs = read_lines(ref) if ref else None

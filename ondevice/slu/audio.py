@@ -114,7 +114,8 @@ def read_audio(path: PathLike, *, max_seconds: float | None = None) -> tuple[np.
     :func:`load_audio` does with ``MAX_SECONDS``, so a 2-hour recording costs no memory).
 
     Raises AudioError (the message names the file) for a missing file, a directory, an empty file,
-    a file that is not audio, a truncated WAV (its header promises more data than the file holds:
+    a file that is not audio, a truncated WAV, FLAC or Ogg file (a WAV header promising more data
+    than the file holds, a FLAC stream that breaks off, an Ogg file cut inside or between pages:
     refused rather than decoded in part, since a cut-off command could be misheard as another),
     a WAV without frames, an unsupported sample width or encoding, a sample rate or channel count
     out of range, and NaN, infinite or beyond-MAX_ABS_SAMPLE samples.
@@ -282,23 +283,86 @@ def _read_soundfile(p: str, head: bytes, max_seconds: float | None, what: str | 
                              "'soundfile' package: pip install soundfile") from None
         raise AudioError(f"{p}: reading {kind} files needs the 'soundfile' package: pip install soundfile "
                          "(WAV with integer or float PCM needs nothing)") from None
+    if head.startswith(b"OggS"):
+        _check_ogg_pages(p)
     try:
         info = sf.info(p)
-        if info.frames < 1:
-            raise AudioError(f"{p}: no audio frames ({info.format_info or info.format} file)")
-        if info.samplerate < 1:
-            raise AudioError(f"{p}: not a valid audio file: sample rate {info.samplerate} Hz")
-        _check_header(p, info.frames, info.samplerate, info.channels, max_seconds)
-        samples, rate = sf.read(p, dtype="float32", always_2d=True)
     except sf.SoundFileError as e:
-        reason = getattr(e, "error_string", None) or str(e)
+        reason = _libsndfile_reason(e)
+        kind = next((name for magic, name in _MAGIC if head.startswith(magic)), None)
         if what:
             raise AudioError(f"{p}: unsupported {what} ({reason})") from None
+        if kind:  # its magic number says what it should be: libsndfile could not make sense of the rest
+            raise AudioError(f"{p}: truncated or corrupt {kind} file: its headers cannot be read "
+                             f"(libsndfile: {reason})") from None
         raise AudioError(f"{p}: not an audio file that can be read (neither WAV nor a format libsndfile "
-                         f"recognises: {reason.rstrip('.')})") from None
+                         f"recognises: {reason})") from None
+    kind = what or f"{info.format} file"
+    if info.frames < 1:  # an Ogg file cut inside a page has no last granule position to count from
+        raise AudioError(f"{p}: no audio frames in this {kind} of {os.path.getsize(p):,} bytes "
+                         "(empty, or truncated or corrupt)")
+    if info.samplerate < 1:
+        raise AudioError(f"{p}: not a valid audio file: sample rate {info.samplerate} Hz")
+    _check_header(p, info.frames, info.samplerate, info.channels, max_seconds)
+    samples = _decode_soundfile(sf, p, info, kind)
     if len(samples) == 0:
         raise AudioError(f"{p}: no audio frames")
-    return np.ascontiguousarray(samples, dtype=np.float32), int(rate)
+    return samples, int(info.samplerate)
+
+
+def _check_ogg_pages(p: str) -> None:
+    """Refuses an Ogg file that is cut short or has a damaged page. libsndfile counts an Ogg file's
+    frames from its last complete page, so a file cut at 70 % reads without error as the first
+    half of the command; every page header is walked instead (27 bytes + its segment table, a few
+    hundred pages for 30 s) and the last must carry the end-of-stream flag, as every encoder
+    writes it."""
+    size = os.path.getsize(p)
+    pos, flags = 0, 0
+    with open(p, "rb") as f:
+        while pos < size:
+            f.seek(pos)
+            fixed = f.read(27)  # "OggS", version, flags, granule position, serial, sequence, CRC, segments
+            if not fixed.startswith(b"OggS") and not (len(fixed) < 4 and b"OggS".startswith(fixed)):
+                raise AudioError(f"{p}: corrupt Ogg file: no page starts at byte {pos:,} ({size:,} bytes)")
+            segments = f.read(fixed[26]) if len(fixed) == 27 else b""
+            if len(fixed) < 27 or len(segments) < fixed[26]:
+                raise AudioError(f"{p}: truncated Ogg file: it ends inside the page header at byte {pos:,}")
+            flags = fixed[5]
+            end = pos + 27 + len(segments) + sum(segments)
+            if end > size:
+                raise AudioError(f"{p}: truncated Ogg file: the page at byte {pos:,} needs {end - pos:,} bytes, "
+                                 f"the file holds {size - pos:,} of them")
+            pos = end
+    if not flags & 0x04:
+        raise AudioError(f"{p}: truncated Ogg file: its last page (ending at byte {size:,}) is not marked "
+                         "as the end of the stream")
+
+
+def _libsndfile_reason(e: Exception) -> str:
+    reason = getattr(e, "error_string", None) or str(e)
+    return reason.removeprefix("Error : ").rstrip(".")
+
+
+def _decode_soundfile(sf, p: str, info, kind: str) -> np.ndarray:
+    """All frames of a file libsndfile has opened, decoded in blocks so that a file that breaks off
+    (a FLAC cut short: "lost sync", "psf_fseek() failed") is reported with how far decoding got;
+    a cut-off command is refused, not understood in part."""
+    blocks, done = [], 0
+    with sf.SoundFile(p) as f:
+        while True:
+            try:
+                block = f.read(8192, dtype="float32", always_2d=True)  # the failure point within 0.2-1 s
+            except sf.SoundFileError as e:
+                raise AudioError(f"{p}: truncated or corrupt {kind}: decoding failed after "
+                                 f"{done / info.samplerate:.2f} s of the {info.frames / info.samplerate:.2f} s "
+                                 f"its header declares (libsndfile: {_libsndfile_reason(e)})") from None
+            if len(block) == 0:
+                break
+            blocks.append(block)
+            done += len(block)
+    if not blocks:
+        return np.zeros((0, info.channels), np.float32)
+    return np.ascontiguousarray(np.concatenate(blocks), dtype=np.float32)
 
 
 def _check_header(p: str, frames: int, rate: int, channels: int, max_seconds: float | None) -> None:

@@ -1,0 +1,108 @@
+"""Text input read line by line (files and stdin), in bounded memory.
+
+Why a module of its own: ``ondevice translate -i big.txt`` and a pipe into stdin must not hold the
+whole input in memory (a multi-gigabyte file, or one line of that size, would exhaust it), yet a
+bad line must still be reported by its line number in the input (not by its index in a batch),
+and a file's bad lines must be found before any translation work is done (:func:`count_lines`).
+
+Lines end at ``"\\n"`` only (a ``"\\r"`` before it is dropped): ``str.splitlines()`` would also
+break at form feeds, ``\\x1c``-``\\x1e``, NEL and U+2028/9, and the output would no longer match
+the input line for line. A UTF-8 byte-order mark at the start is dropped. A missing final newline
+does not lose the last line.
+"""
+
+from __future__ import annotations
+
+import os
+from itertools import count
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from .errors import DataError
+
+__all__ = ["MAX_INPUT_CHARS", "iter_lines", "open_input", "count_lines", "read_lines"]
+
+MAX_INPUT_CHARS = 20_000  # one input line; longer lines are rejected before tokenization
+# A line of more than 4 bytes per allowed character has more characters than allowed (UTF-8 uses
+# at most 4 bytes per character), so no line longer than this is ever held in memory whole.
+_MAX_LINE_BYTES = 4 * MAX_INPUT_CHARS + 5  # + "\r\n" + a byte-order mark
+_CHUNK = 1 << 20
+_BOM = b"\xef\xbb\xbf"
+_CONTINUATION_BYTES = bytes(range(0x80, 0xC0))
+
+
+def _too_long(origin: str, number: int, chars: int) -> DataError:
+    return DataError(f"{origin}: line {number} has {chars:,} characters, more than the limit of "
+                     f"{MAX_INPUT_CHARS:,}; split it into sentences")
+
+
+def _chars(data: bytes) -> int:
+    """Characters in UTF-8 ``data`` without its line ending (continuation bytes do not start one)."""
+    if data.endswith(b"\n"):
+        data = data[:-1].removesuffix(b"\r")
+    return len(data.translate(None, _CONTINUATION_BYTES))
+
+
+def _rest_of_line_chars(stream: BinaryIO) -> int:
+    """Reads (in 1 MiB pieces) to the end of the current line; its characters."""
+    n = 0
+    while True:
+        piece = stream.readline(_CHUNK)
+        n += _chars(piece)
+        if not piece or piece.endswith(b"\n"):
+            return n
+
+
+def iter_lines(stream: BinaryIO, origin: str) -> Iterator[str]:
+    """Each line of the binary ``stream`` as text. Raises DataError naming ``origin`` and the line
+    (1-based) for invalid UTF-8 (with its byte offset in the input) and for a line over
+    ``MAX_INPUT_CHARS`` characters (counted without ever holding such a line whole)."""
+    offset = 0
+    for number in count(1):
+        raw = stream.readline(_MAX_LINE_BYTES)
+        if not raw:
+            return
+        if len(raw) == _MAX_LINE_BYTES and not raw.endswith(b"\n"):  # more than the limit, however encoded
+            head = raw.removeprefix(_BOM) if number == 1 else raw
+            raise _too_long(origin, number, _chars(head) + _rest_of_line_chars(stream))
+        start, offset = offset, offset + len(raw)
+        if number == 1 and raw.startswith(_BOM):
+            raw, start = raw[len(_BOM):], start + len(_BOM)
+        line = raw[:-1] if raw.endswith(b"\n") else raw
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(f"{origin}: line {number} is not valid UTF-8 (byte offset {start + e.start})") from None
+        if len(text) > MAX_INPUT_CHARS:
+            raise _too_long(origin, number, len(text))
+        yield text
+
+
+def open_input(path: str | os.PathLike) -> BinaryIO:
+    """``path`` opened for binary reading; the OS's refusals as DataError naming the path."""
+    p = Path(path)
+    try:
+        if p.is_dir():
+            raise IsADirectoryError
+        return open(p, "rb")
+    except FileNotFoundError:
+        raise DataError(f"input file {p} does not exist") from None
+    except IsADirectoryError:
+        raise DataError(f"input {p} is a directory, not a text file") from None
+    except OSError as e:  # permission, a path through a file, ...
+        raise DataError(f"cannot read input file {p}: {e.strerror or e}") from None
+
+
+def count_lines(path: str | os.PathLike) -> int:
+    """The number of lines of a text file, every line checked as :func:`iter_lines` checks it: one
+    streaming pass, so that a bad line at the end is reported before hours of work on the rest."""
+    with open_input(path) as f:
+        return sum(1 for _ in iter_lines(f, str(path)))
+
+
+def read_lines(path: str | os.PathLike) -> list[str]:
+    """All lines of a (small) UTF-8 text file, e.g. a benchmark's test set."""
+    with open_input(path) as f:
+        return list(iter_lines(f, str(path)))
