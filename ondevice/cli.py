@@ -517,7 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "the shipped default model (models/slu-intent-bcq) is used. A file that cannot "
                                     "be understood is reported and the others still run (exit status 1).",
                         epilog="example: ondevice understand command.wav --json")
-    un.add_argument("files", nargs="+", help="audio files")
+    un.add_argument("files", nargs="+",
+                    help="audio files; - reads one from standard input (e.g. sox in.mp3 -t wav - | ondevice "
+                         "understand -); pipes and /dev/stdin work too")
     un.add_argument("--model", default=None, help="model directory (default: the shipped speech model)")
     un.add_argument("--json", action="store_true",
                     help="one JSON object per line and file: file, action, object, location, intent, scores")

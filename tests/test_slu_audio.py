@@ -9,8 +9,13 @@ importable, ``torchaudio.functional.resample`` with the same Kaiser kernel.
 from __future__ import annotations
 
 import math
+import os
+import re
+import shutil
 import struct
+import subprocess
 import sys
+import tempfile
 import time
 import wave
 from pathlib import Path
@@ -360,7 +365,7 @@ def test_header_limits_are_checked_in_order_before_decoding(tmp_path, monkeypatc
         with pytest.raises(AudioError, match=rf"{name}: sample rate 1 Hz is outside the supported 4000\.\.384000"):
             load_audio(tmp_path / name)
     for name, fmt in (("lie.wav", fmt_chunk(1, 1, 16000, 16)), ("lief.wav", fmt_chunk(3, 1, 16000, 32))):
-        for size in (10 ** 9, 0xFFFFFFFF):
+        for size in (10 ** 9, 0x7FFFF001, 0xFFFFFFFE):  # real sizes, not a stream writer's placeholders
             (tmp_path / name).write_bytes(riff(fmt, bytes(32000), data_size=size))
             with pytest.raises(AudioError, match=rf"{name}: truncated WAV: the header declares"):
                 load_audio(tmp_path / name)
@@ -372,6 +377,73 @@ def test_header_limits_are_checked_in_order_before_decoding(tmp_path, monkeypatc
     _no_decoding(monkeypatch)
     with pytest.raises(AudioError, match=r"sample rate 2147483647 Hz is outside"):
         load_audio(sparse)
+
+
+def test_stream_writers_placeholder_sizes_read_to_the_end(tmp_path):
+    """A WAV written to a pipe keeps the data size its writer could not fill in (espeak-ng --stdout
+    and sox: 0x7FFFF000; others 0x7FFFFFFF, 0xFFFFFFFF): the samples run to the end of the file,
+    as libsndfile reads them (this was refused as "truncated" before), and the 30 s limit still
+    holds on what is there. A trailing odd byte is not half a frame."""
+    ints = np.round(sine(300, 16000, 1.0, 0.4) * 32767).astype(np.int16)
+    for size in (0x7FFFF000, 0x7FFFFFFF, 0xFFFFFFFF):
+        for tag, data, ref in ((1, ints.tobytes(), ints / 32768), (3, (ints / 32768).astype("<f4").tobytes(),
+                                                                     (ints / 32768).astype(np.float32))):
+            path = tmp_path / f"stream{tag}.wav"
+            path.write_bytes(riff(fmt_chunk(tag, 1, 16000, 16 if tag == 1 else 32), data + b"\x01", data_size=size))
+            samples, rate = read_audio(path)
+            assert rate == 16000
+            np.testing.assert_allclose(samples[:, 0], ref, rtol=0, atol=1e-7)
+    long = tmp_path / "long.wav"
+    long.write_bytes(riff(fmt_chunk(1, 1, 4000, 16), bytes(2 * 4000 * 31), data_size=0x7FFFF000))
+    with pytest.raises(AudioError, match=r"long\.wav: 31\.00 s of audio is longer than the limit of 30 s"):
+        load_audio(long)
+    if shutil.which("espeak-ng"):  # the real writer (installed by scripts/install_system_deps.sh)
+        out = tmp_path / "espeak.wav"
+        with open(out, "wb") as f:
+            subprocess.run(["espeak-ng", "--stdout", "turn on the lights"], stdout=f, check=True, timeout=60)
+        assert struct.unpack("<I", out.read_bytes()[40:44])[0] == 0x7FFFF000
+        samples, rate = read_audio(out)
+        assert rate == 22050 and len(samples) == (out.stat().st_size - 44) // 2 > 10000
+
+
+def test_stdin_pipes_and_devices_are_read_as_streams(tmp_path, monkeypatch):
+    """"-" is standard input; a FIFO, /dev/stdin or a process substitution (no size, no seek) is
+    copied (at most MAX_STREAM_BYTES) and read like a file, messages naming the stream; /dev/null
+    is empty; an endless device is refused at the limit, not read forever."""
+    import io
+    import threading
+
+    ints = np.round(sine(300, 22050, 0.5, 0.4) * 32767).astype(np.int16)
+    wav = write_pcm_wav(tmp_path / "a.wav", ints, 2, 22050).read_bytes()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(wav)))
+    samples, rate = read_audio("-")
+    assert rate == 22050 and np.array_equal(samples[:, 0], ints / np.float32(32768))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(wav[:1000])))
+    with pytest.raises(AudioError, match=r"^stdin: truncated WAV"):
+        load_audio("-")
+    short = write_pcm_wav(tmp_path / "short.wav", ints[:300], 2, 22050).read_bytes()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(short)))
+    with pytest.raises(AudioError, match=r"^stdin: .* shorter than the minimum"):
+        load_audio("-")
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(wav))
+    writer.start()
+    samples, _ = read_audio(fifo)
+    writer.join()
+    assert np.array_equal(samples[:, 0], ints / np.float32(32768))
+    writer = threading.Thread(target=lambda: fifo.write_bytes(b"not audio at all"))
+    writer.start()
+    with pytest.raises(AudioError, match=f"^{re.escape(str(fifo))}: not an audio file"):
+        read_audio(fifo)
+    writer.join()
+    with pytest.raises(AudioError, match=r"/dev/null: empty file"):
+        read_audio("/dev/null")
+    monkeypatch.setattr(audio, "MAX_STREAM_BYTES", 1 << 20)
+    with pytest.raises(AudioError, match=r"/dev/zero: more than 1 MiB arrived from this stream"):
+        read_audio("/dev/zero")
+    assert not [p for p in Path(tempfile.gettempdir()).glob("ondevice-audio-*")]  # the copies are removed
 
 
 def test_too_many_channels_are_refused_from_the_header(tmp_path):

@@ -503,7 +503,7 @@ def test_understand_cli_reports_bad_files(tmp_path, capsys):
 def test_understand_cli_survives_odd_file_names_and_a_closed_pipe(tmp_path, capsys):
     """A file name that is not UTF-8 is printed with \\x escapes (valid JSON; the run goes on to
     the next file); every error line names its file; a reader that stops early (`| head -1`) ends
-    the run quietly with 141, as for cat, not a BrokenPipeError traceback."""
+    the run quietly with 141, as for cat, not a BrokenPipeError traceback; "-" reads a piped file."""
     import os
     import subprocess
     import sys
@@ -545,6 +545,13 @@ def test_understand_cli_survives_odd_file_names_and_a_closed_pipe(tmp_path, caps
     p.stdout.close()  # the reader goes away while 299 files remain
     err = p.stderr.read()
     assert p.wait(timeout=300) == 141 and b"Traceback" not in err and b"Error" not in err, err
+    # "-" is standard input (e.g. `sox in.mp3 -t wav - | ondevice understand -`)
+    r = subprocess.run([sys.executable, "-m", "ondevice", "understand", "--model", str(d), "--backend", "onnxruntime",
+                        "--threads", "1", "--json", "-"], input=Path(good).read_bytes(), capture_output=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    piped = json.loads(r.stdout)
+    assert piped["file"] == "-" and piped["action"] == lines[2]["action"] and piped["scores"] == lines[2]["scores"]
 
 
 def test_split_cache_survives_subsets_and_concurrent_loaders(tmp_path):

@@ -19,6 +19,11 @@ unsupported sample width) say precisely what is wrong. FLAC, Ogg, MP3 and WAV co
 µ-law/ADPCM go through ``soundfile`` (libsndfile), a dependency of the package; without it such a
 file gives an AudioError saying which package to install.
 
+**Streams.** ``"-"`` is standard input; it, and any path that is not a regular file (a pipe,
+``/dev/stdin``, a device), is copied to a temporary file (at most ``MAX_STREAM_BYTES``) and read
+like a file. A WAV written to a pipe carries a placeholder data size (its writer could not seek
+back to fill it in); the samples then run to the end of the file.
+
 **Why the resampler is written here.** SciPy is not a dependency and torch must not be needed at
 inference, so :func:`resample` is a windowed-sinc polyphase resampler in NumPy: the rational ratio
 ``new/orig`` reduced by their gcd gives ``new/gcd`` filter phases; each output sample is the input
@@ -51,6 +56,8 @@ import math
 import os
 import stat
 import struct
+import sys
+import tempfile
 import wave
 from typing import Union
 
@@ -75,6 +82,9 @@ MAX_CHANNELS = 64
 #: Largest accepted |sample| (2^31, the scale of 32-bit integer PCM): beyond it no recording lies,
 #: and the model's per-utterance level normalisation (a sum of squares in float32) could overflow.
 MAX_ABS_SAMPLE = 2.0 ** 31
+#: Most bytes read from standard input (``-``), a pipe or a device before it is refused: a stream
+#: has no size to check first; 256 MiB is more than 30 s of 96 kHz 8-channel float64 audio.
+MAX_STREAM_BYTES = 256 << 20
 
 #: Resampler design (see the module docstring). 16 zero crossings each side with a Kaiser window of
 #: beta 8.6 (about -86 dB side lobes) and a cut-off at 0.92 of the lower Nyquist frequency: for
@@ -92,6 +102,10 @@ _WAVE_FORMAT_IEEE_FLOAT = 0x0003
 _WAVE_FORMAT_EXTENSIBLE = 0xFFFE
 # The 14 bytes after the 2-byte format tag in a KSDATAFORMAT_SUBTYPE_* GUID (PCM, IEEE_FLOAT, ...).
 _KSDATAFORMAT_TAIL = b"\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
+# Data sizes that a WAV writer leaves in the header when it writes to a pipe and cannot seek back to
+# fill in the real one (sox and espeak-ng: 0x7FFFF000; others: 0x7FFFFFFF, 0xFFFFFFFF). They carry
+# no length: the samples run to the end of the file, as libsndfile reads them.
+_STREAMING_DATA_SIZES = (0x7FFFF000, 0x7FFFFFFF, 0xFFFFFFFF)
 # A 'fmt ' chunk is 16, 18 or 40 bytes; anything far larger is a corrupt header, not a format.
 _MAX_FMT_CHUNK = 1024
 # Magic numbers of formats soundfile reads, to name the package a missing soundfile would need.
@@ -121,6 +135,11 @@ def read_audio(path: PathLike, *, max_seconds: float | None = None) -> tuple[np.
     out of range, and NaN, infinite or beyond-MAX_ABS_SAMPLE samples.
     """
     p = os.fspath(path)
+    if p == "-":
+        try:
+            return _read_stream(sys.stdin.buffer, "stdin", max_seconds)
+        except OSError as e:
+            raise AudioError(f"stdin: cannot read ({e.strerror or e})") from None
     try:
         st = os.stat(p)
     except FileNotFoundError:
@@ -129,6 +148,12 @@ def read_audio(path: PathLike, *, max_seconds: float | None = None) -> tuple[np.
         raise AudioError(f"{p}: cannot open ({e.strerror or e})") from None
     if stat.S_ISDIR(st.st_mode):
         raise AudioError(f"{p}: is a directory, not an audio file")
+    if not stat.S_ISREG(st.st_mode):  # /dev/stdin, a FIFO, <(sox ...), a device: no size, maybe no seek
+        try:
+            with open(p, "rb") as f:
+                return _read_stream(f, p, max_seconds)
+        except OSError as e:
+            raise AudioError(f"{p}: cannot read ({e.strerror or e})") from None
     try:
         with open(p, "rb") as f:
             head = f.read(12)
@@ -144,6 +169,27 @@ def read_audio(path: PathLike, *, max_seconds: float | None = None) -> tuple[np.
             return _finite(samples, p), rate
     samples, rate = _read_soundfile(p, head, max_seconds)
     return _finite(samples, p), rate
+
+
+def _read_stream(stream, name: str, max_seconds: float | None) -> tuple[np.ndarray, int]:
+    """Audio from a stream that has no size and may not seek: copied (at most MAX_STREAM_BYTES) to a
+    temporary file, which is then read like any file; messages name the stream, not the copy."""
+    with tempfile.TemporaryDirectory(prefix="ondevice-audio-") as d:
+        copy = os.path.join(d, "stream")
+        with open(copy, "wb") as out:
+            total = 0
+            while chunk := stream.read(1 << 20):
+                total += len(chunk)
+                if total > MAX_STREAM_BYTES:
+                    raise AudioError(f"{name}: more than {MAX_STREAM_BYTES >> 20} MiB arrived from this stream, "
+                                     f"far more than a spoken command of at most {MAX_SECONDS:g} s; send one "
+                                     "command")
+                out.write(chunk)
+        try:
+            return read_audio(copy, max_seconds=max_seconds)
+        except AudioError as e:
+            msg = str(e)
+            raise AudioError(name + msg[len(copy):] if msg.startswith(copy) else msg) from None
 
 
 def _read_wav(p: str, size: int, max_seconds: float | None) -> tuple[np.ndarray, int]:
@@ -237,6 +283,8 @@ def _read_riff(p: str, size: int, max_seconds: float | None) -> tuple[np.ndarray
         if block_align not in (0, frame_bytes):
             raise AudioError(f"{p}: not a valid WAV file: block align {block_align} for {channels} channel(s) "
                              f"of {width}-byte {kind} samples (expected {frame_bytes})")
+        if data_size in _STREAMING_DATA_SIZES and data_at + data_size > size:
+            data_size = max(size - data_at, 0)
         frames = data_size // frame_bytes
         if frames == 0:
             raise AudioError(f"{p}: WAV has no audio frames (its 'data' chunk holds {data_size} bytes)")
@@ -485,7 +533,8 @@ def load_audio(path_or_array: PathLike | np.ndarray, sample_rate: int | None = N
         # A file's layout is known ([frames, channels]): downmix here, so that the array-shape guess
         # of to_model_input (more channels than frames = a transposed array) cannot misfire on it.
         mono = samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1, dtype=np.float32)
-        return to_model_input(mono, rate, source=os.fspath(path_or_array))
+        source = os.fspath(path_or_array)
+        return to_model_input(mono, rate, source="stdin" if source == "-" else source)
     if isinstance(path_or_array, (bytes, bytearray, memoryview)):
         raise TypeError("load_audio takes a path or an array of samples, not the bytes of a file "
                         "(write them to a file, or decode them first)")
