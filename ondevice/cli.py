@@ -124,7 +124,7 @@ def _cmd_translate(args: argparse.Namespace) -> int:
     from contextlib import ExitStack
 
     from .atomic import atomic_open, check_output_path
-    from .text_lines import count_lines, open_input
+    from .text_lines import can_read_twice, count_lines, open_input
     from .translator import Translator
 
     if args.input and args.text:
@@ -141,7 +141,8 @@ def _cmd_translate(args: argparse.Namespace) -> int:
         if args.text:
             out = iter(tr.translate_batch(args.text))
         elif args.input:
-            count_lines(args.input)  # every line checked before the first is translated
+            if can_read_twice(args.input):  # every line checked before the first is translated
+                count_lines(args.input)
             out = tr.translate_stream(stack.enter_context(open_input(args.input)), str(args.input))
         else:  # a terminal gets each line's translation as soon as it is typed
             out = tr.translate_stream(sys.stdin.buffer, "stdin", batch_lines=1 if interactive else 64)

@@ -14,13 +14,14 @@ does not lose the last line.
 from __future__ import annotations
 
 import os
+import stat
 from itertools import count
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from .errors import DataError
 
-__all__ = ["MAX_INPUT_CHARS", "iter_lines", "open_input", "count_lines", "read_lines"]
+__all__ = ["MAX_INPUT_CHARS", "iter_lines", "open_input", "count_lines", "can_read_twice", "read_lines"]
 
 MAX_INPUT_CHARS = 20_000  # one input line; longer lines are rejected before tokenization
 # A line of more than 4 bytes per allowed character has more characters than allowed (UTF-8 uses
@@ -100,6 +101,15 @@ def count_lines(path: str | os.PathLike) -> int:
     streaming pass, so that a bad line at the end is reported before hours of work on the rest."""
     with open_input(path) as f:
         return sum(1 for _ in iter_lines(f, str(path)))
+
+
+def can_read_twice(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a regular file. A pipe, ``/dev/stdin`` or ``<(command)`` can be read only
+    once: checking its lines first (:func:`count_lines`) would leave nothing to translate."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return True  # open_input will report it
 
 
 def read_lines(path: str | os.PathLike) -> list[str]:

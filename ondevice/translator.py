@@ -192,19 +192,22 @@ class Translator:
                        batch_lines: int = 64, progress: bool = True) -> int:
         """Translates a UTF-8 text file line by line into ``target``; returns the number of lines.
 
-        Every line is checked (UTF-8, length) before the first is translated; the translations are
+        Every line of a regular file is checked (UTF-8, length) before the first is translated (a
+        pipe can be read only once: its lines are checked as they come); the translations are
         streamed into a temporary file that replaces ``target`` only when all are done, so an error
-        leaves ``target`` as it was, and memory stays bounded whatever the file's size."""
+        leaves ``target`` as it was, and memory stays bounded whatever the input's size."""
         from .atomic import atomic_open, check_output_path
         from .progress import Progress
-        from .text_lines import count_lines, open_input
+        from .text_lines import can_read_twice, count_lines, open_input
 
         check_output_path(target)
-        n = count_lines(source)
-        bar = Progress("translate", total=n, unit="line", enabled=progress)
+        total = count_lines(source) if can_read_twice(source) else None
+        bar = Progress("translate", total=total, unit="line", enabled=progress)
+        n = 0
         with open_input(source) as f, atomic_open(target) as out:
             for t in self.translate_stream(f, str(source), beam_size, batch_lines):
                 out.write(t.encode("utf-8") + b"\n")
+                n += 1
                 bar.update()
         bar.close()
         return n

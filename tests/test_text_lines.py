@@ -5,13 +5,14 @@ memory, and a failed write that leaves the destination as it was."""
 from __future__ import annotations
 
 import io
+import os
 import tracemalloc
 
 import pytest
 
 from ondevice.atomic import atomic_open
 from ondevice.errors import DataError
-from ondevice.text_lines import MAX_INPUT_CHARS, count_lines, iter_lines, open_input, read_lines
+from ondevice.text_lines import MAX_INPUT_CHARS, can_read_twice, count_lines, iter_lines, open_input, read_lines
 
 
 def _lines(data: bytes) -> list[str]:
@@ -85,6 +86,8 @@ def test_files(tmp_path):
         open_input(tmp_path)
     with pytest.raises(DataError, match="cannot read input file .*in.txt/x"):
         open_input(f / "x")
+    os.mkfifo(tmp_path / "fifo")
+    assert can_read_twice(f) and not can_read_twice(tmp_path / "fifo") and not can_read_twice("/dev/null")
 
 
 def test_atomic_open_replaces_only_on_success(tmp_path):

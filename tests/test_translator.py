@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -77,6 +78,15 @@ def test_files_are_streamed_and_errors_name_the_input_line(tr, tiny_trained_run,
         assert list(tr.translate_stream(f, "in.txt", batch_lines=64)) == expected
     r = _cli("--model", str(tiny_trained_run[0]), "--beam", "2", "--threads", "1", "-i", str(src))
     assert r.returncode == 0 and r.stdout.decode().split("\n")[:-1] == expected, r.stderr
+    fifo = tmp_path / "fifo"  # a pipe (-i <(command), /dev/stdin) can be read only once: no checking pass
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(src.read_bytes()))
+    writer.start()
+    assert tr.translate_file(fifo, tmp_path / "from_pipe.txt", progress=False) == 70
+    writer.join()
+    assert (tmp_path / "from_pipe.txt").read_text().split("\n")[:-1] == expected
+    (tmp_path / "from_pipe.txt").unlink()
+    fifo.unlink()
 
     src.write_text("".join(s + "\n" for s in lines[:66] + ["the dog " * 800] + lines[67:]))
     with pytest.raises(DataError, match=r"in.txt: line 67 is \d+ tokens long"):
