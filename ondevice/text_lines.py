@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import stat
-from itertools import count
+from itertools import chain, count
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
@@ -37,21 +37,22 @@ def _too_long(origin: str, number: int, chars: int) -> DataError:
                      f"{MAX_INPUT_CHARS:,}; split it into sentences")
 
 
-def _chars(data: bytes) -> int:
-    """Characters in UTF-8 ``data`` without its line ending (continuation bytes do not start one)."""
-    if data.endswith(b"\n"):
-        data = data[:-1].removesuffix(b"\r")
-    return len(data.translate(None, _CONTINUATION_BYTES))
+def _line_chars(pieces: Iterator[bytes]) -> int:
+    """Characters of one UTF-8 line given in pieces, without its line ending (continuation bytes
+    do not start a character; a "\r\n" split between two pieces still counts as the ending)."""
+    n, last = 0, b""
+    for piece in pieces:
+        n += len(piece.translate(None, _CONTINUATION_BYTES))
+        last = (last + piece)[-2:]
+    return n - (last == b"\r\n") - last.endswith(b"\n")
 
 
-def _rest_of_line_chars(stream: BinaryIO) -> int:
-    """Reads (in 1 MiB pieces) to the end of the current line; its characters."""
-    n = 0
-    while True:
-        piece = stream.readline(_CHUNK)
-        n += _chars(piece)
-        if not piece or piece.endswith(b"\n"):
-            return n
+def _rest_of_line(stream: BinaryIO) -> Iterator[bytes]:
+    """The rest of the current line, in 1 MiB pieces (never held whole)."""
+    while piece := stream.readline(_CHUNK):
+        yield piece
+        if piece.endswith(b"\n"):
+            return
 
 
 def iter_lines(stream: BinaryIO, origin: str) -> Iterator[str]:
@@ -65,10 +66,12 @@ def iter_lines(stream: BinaryIO, origin: str) -> Iterator[str]:
             return
         if len(raw) == _MAX_LINE_BYTES and not raw.endswith(b"\n"):  # more than the limit, however encoded
             head = raw.removeprefix(_BOM) if number == 1 else raw
-            raise _too_long(origin, number, _chars(head) + _rest_of_line_chars(stream))
+            raise _too_long(origin, number, _line_chars(chain([head], _rest_of_line(stream))))
         start, offset = offset, offset + len(raw)
         if number == 1 and raw.startswith(_BOM):
             raw, start = raw[len(_BOM):], start + len(_BOM)
+            if not raw:  # a file holding only a byte-order mark is empty
+                return
         line = raw[:-1] if raw.endswith(b"\n") else raw
         if line.endswith(b"\r"):
             line = line[:-1]

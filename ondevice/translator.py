@@ -169,8 +169,8 @@ class Translator:
                          batch_lines: int = 64) -> Iterator[str]:
         """Translations of the lines of a binary ``stream`` (a file, stdin), in order, read and
         translated ``batch_lines`` at a time: memory stays bounded whatever the input's size. A bad
-        line is a DataError naming ``origin`` and its line number; the lines before it have been
-        yielded by then."""
+        line is a DataError naming ``origin`` and its line number, raised when its batch is read:
+        the batches before it have been yielded, none of its own batch."""
         from .text_lines import iter_lines
 
         lines = iter_lines(stream, origin)
@@ -204,12 +204,14 @@ class Translator:
         total = count_lines(source) if can_read_twice(source) else None
         bar = Progress("translate", total=total, unit="line", enabled=progress)
         n = 0
-        with open_input(source) as f, atomic_open(target) as out:
-            for t in self.translate_stream(f, str(source), beam_size, batch_lines):
-                out.write(t.encode("utf-8") + b"\n")
-                n += 1
-                bar.update()
-        bar.close()
+        try:
+            with open_input(source) as f, atomic_open(target) as out:
+                for t in self.translate_stream(f, str(source), beam_size, batch_lines):
+                    out.write(t.encode("utf-8") + b"\n")
+                    n += 1
+                    bar.update()
+        finally:
+            bar.close()
         return n
 
 

@@ -208,7 +208,7 @@ def test_truncated_flac_and_ogg_say_so(tmp_path):
                                              r"after \d\.\d\d s of the 3\.00 s its header declares \(libsndfile: "):
             read_audio(tmp_path / "cut.flac")
     (tmp_path / "cut.flac").write_bytes(data[:30])
-    with pytest.raises(AudioError, match=r"cut\.flac: truncated or corrupt FLAC file: its headers cannot be read"):
+    with pytest.raises(AudioError, match=r"cut\.flac: cannot read this FLAC file: an unsupported codec, or a damaged or truncated file"):
         read_audio(tmp_path / "cut.flac")
     if "OGG" in sf.available_formats():
         sf.write(tmp_path / "a.ogg", x, 32000, format="OGG", subtype="VORBIS")
@@ -219,14 +219,47 @@ def test_truncated_flac_and_ogg_say_so(tmp_path):
             with pytest.raises(AudioError, match=r"cut\.ogg: truncated Ogg file: (the page at byte [\d,]+ needs "
                                                  r"[\d,]+ bytes, the file holds [\d,]+ of them|it ends inside)"):
                 read_audio(tmp_path / "cut.ogg")
-        # cut exactly after a page: every page is whole, but the end-of-stream page is missing
+        whole = read_audio(tmp_path / "a.ogg")[0]
+        # Accepted as libsndfile reads them: bytes after the end-of-stream page (padding, a TAG
+        # block), and a whole stream whose last page lacks the end-of-stream flag (a recorder
+        # stopped early).
+        for tail in (bytes(512), b"TAG" + bytes(125)):
+            (tmp_path / "tail.ogg").write_bytes(data + tail)
+            np.testing.assert_array_equal(read_audio(tmp_path / "tail.ogg")[0], whole)
         last_page = data.rindex(b"OggS")
-        (tmp_path / "cut.ogg").write_bytes(data[:last_page])
-        with pytest.raises(AudioError, match="its last page .* is not marked as the end of the stream"):
-            read_audio(tmp_path / "cut.ogg")
-        (tmp_path / "bad.ogg").write_bytes(data[:last_page] + b"Oggs" + data[last_page + 4:])
-        with pytest.raises(AudioError, match=f"bad\\.ogg: corrupt Ogg file: no page starts at byte {last_page:,}"):
+        (tmp_path / "no_eos.ogg").write_bytes(_ogg_page_without_eos(data, last_page))
+        np.testing.assert_array_equal(read_audio(tmp_path / "no_eos.ogg")[0], whole)
+        # Refused: a damaged page in the middle, and a damaged last page (its bytes cannot be told
+        # from a tail, but the page before them does not end the stream).
+        pages = [k for k in range(len(data)) if data.startswith(b"OggS", k)]
+        assert len(pages) >= 3
+        middle = pages[len(pages) // 2]
+        (tmp_path / "bad.ogg").write_bytes(data[:middle] + b"Oggs" + data[middle + 4:])
+        with pytest.raises(AudioError, match=f"bad\\.ogg: corrupt Ogg file: no page starts at byte {middle:,}, "
+                                             "but a later one does"):
             read_audio(tmp_path / "bad.ogg")
+        (tmp_path / "bad.ogg").write_bytes(data[:last_page] + b"Oggs" + data[last_page + 4:])
+        with pytest.raises(AudioError, match=f"the bytes from {last_page:,} on are not a page, and the page "
+                                             "before them does not end the stream"):
+            read_audio(tmp_path / "bad.ogg")
+
+
+def _ogg_page_without_eos(data: bytes, page: int) -> bytes:
+    """``data`` with the end-of-stream flag of the page at ``page`` cleared and its CRC recomputed
+    (Ogg's CRC-32: polynomial 0x04C11DB7, not reflected, initial value 0, over the page with the CRC
+    field zeroed), so that libogg still accepts the page."""
+    nsegs = data[page + 26]
+    end = page + 27 + nsegs + sum(data[page + 27:page + 27 + nsegs])
+    body = bytearray(data[page:end])
+    body[5] &= ~0x04
+    body[22:26] = bytes(4)
+    crc = 0
+    for byte in body:
+        crc ^= byte << 24
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x04C11DB7 if crc & 0x80000000 else crc << 1) & 0xFFFFFFFF
+    body[22:26] = struct.pack("<I", crc)
+    return data[:page] + bytes(body) + data[end:]
 
 
 def test_corpus_file_matches_wave():

@@ -24,6 +24,7 @@ def test_lines_end_at_newline_only():
         ["one", "two\x0cstill two\u2028too", "", "last"]
     assert _lines(b"") == [] and _lines(b"\n") == [""] and _lines(b"a\rb\n") == ["a\rb"]
     assert _lines(b"x\n\xef\xbb\xbfy\n") == ["x", "\ufeffy"]  # a BOM is dropped only at the start
+    assert _lines(b"\xef\xbb\xbf") == [] and _lines(b"\xef\xbb\xbf\n") == [""]  # a BOM alone is an empty file
 
 
 def test_invalid_utf8_names_line_and_byte_offset_in_the_input():
@@ -44,6 +45,17 @@ def test_line_length_limit_counts_characters_not_bytes(char):
     with pytest.raises(DataError, match=f"line 2 has {MAX_INPUT_CHARS + 1:,} characters, more than the "
                                         f"limit of {MAX_INPUT_CHARS:,}; split it into sentences"):
         _lines(b"x\n" + (ok + char).encode() + b"\nnext\n")
+
+
+def test_over_long_line_length_ignores_a_split_line_ending():
+    """The count of an over-long line leaves out its "\\r\\n" even when the first read stops
+    between the two (the line is read in pieces)."""
+    from ondevice import text_lines
+
+    n = text_lines._MAX_LINE_BYTES - 1  # the first read ends with the "\r", the next piece is "\n"
+    for data in (b"a" * n + b"\r\nnext\n", b"a" * n + b"\nnext\n", b"a" * n):
+        with pytest.raises(DataError, match=f"line 1 has {n:,} characters"):
+            _lines(data)
 
 
 def test_a_huge_line_is_measured_without_holding_it():

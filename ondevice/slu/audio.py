@@ -340,9 +340,9 @@ def _read_soundfile(p: str, head: bytes, max_seconds: float | None, what: str | 
         kind = next((name for magic, name in _MAGIC if head.startswith(magic)), None)
         if what:
             raise AudioError(f"{p}: unsupported {what} ({reason})") from None
-        if kind:  # its magic number says what it should be: libsndfile could not make sense of the rest
-            raise AudioError(f"{p}: truncated or corrupt {kind} file: its headers cannot be read "
-                             f"(libsndfile: {reason})") from None
+        if kind:  # its magic number says what it may be: libsndfile could not make sense of the rest
+            raise AudioError(f"{p}: cannot read this {kind} file: an unsupported codec, or a damaged or "
+                             f"truncated file (libsndfile: {reason})") from None
         raise AudioError(f"{p}: not an audio file that can be read (neither WAV nor a format libsndfile "
                          f"recognises: {reason})") from None
     kind = what or f"{info.format} file"
@@ -362,8 +362,11 @@ def _check_ogg_pages(p: str) -> None:
     """Refuses an Ogg file that is cut short or has a damaged page. libsndfile counts an Ogg file's
     frames from its last complete page, so a file cut at 70 % reads without error as the first
     half of the command; every page header is walked instead (27 bytes + its segment table, a few
-    hundred pages for 30 s) and the last must carry the end-of-stream flag, as every encoder
-    writes it."""
+    hundred pages for 30 s), and a page that runs past the end of the file is a truncated file.
+    Bytes after the end-of-stream page that hold no further page (padding, a ``TAG`` block) are
+    ignored, as libsndfile ignores them. A stream without its end-of-stream flag is accepted when
+    it ends in a whole page (recorders stopped early and live captures leave the flag out, and
+    libsndfile reads such files whole), so a file cut exactly between two pages is not detected."""
     size = os.path.getsize(p)
     pos, flags = 0, 0
     with open(p, "rb") as f:
@@ -371,19 +374,34 @@ def _check_ogg_pages(p: str) -> None:
             f.seek(pos)
             fixed = f.read(27)  # "OggS", version, flags, granule position, serial, sequence, CRC, segments
             if not fixed.startswith(b"OggS") and not (len(fixed) < 4 and b"OggS".startswith(fixed)):
-                raise AudioError(f"{p}: corrupt Ogg file: no page starts at byte {pos:,} ({size:,} bytes)")
+                f.seek(pos + 1)
+                if _find(f, b"OggS") is not None:
+                    raise AudioError(f"{p}: corrupt Ogg file: no page starts at byte {pos:,}, but a later one does")
+                if flags & 0x04:
+                    return  # bytes after the stream's last page
+                raise AudioError(f"{p}: corrupt Ogg file: the bytes from {pos:,} on are not a page, and the "
+                                 "page before them does not end the stream (a damaged last page?)")
+            flags = fixed[5] if len(fixed) > 5 else 0
             segments = f.read(fixed[26]) if len(fixed) == 27 else b""
             if len(fixed) < 27 or len(segments) < fixed[26]:
                 raise AudioError(f"{p}: truncated Ogg file: it ends inside the page header at byte {pos:,}")
-            flags = fixed[5]
             end = pos + 27 + len(segments) + sum(segments)
             if end > size:
                 raise AudioError(f"{p}: truncated Ogg file: the page at byte {pos:,} needs {end - pos:,} bytes, "
                                  f"the file holds {size - pos:,} of them")
             pos = end
-    if not flags & 0x04:
-        raise AudioError(f"{p}: truncated Ogg file: its last page (ending at byte {size:,}) is not marked "
-                         "as the end of the stream")
+
+
+def _find(f, needle: bytes) -> int | None:
+    """Offset of the first ``needle`` from ``f``'s position on (read in 1 MiB pieces), or None."""
+    carry, at = b"", f.tell()
+    while piece := f.read(1 << 20):
+        k = (carry + piece).find(needle)
+        if k >= 0:
+            return at - len(carry) + k
+        at += len(piece)
+        carry = (carry + piece)[-(len(needle) - 1):]
+    return None
 
 
 def _libsndfile_reason(e: Exception) -> str:
