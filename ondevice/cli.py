@@ -26,7 +26,9 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from . import __version__
@@ -127,6 +129,8 @@ def _cmd_translate(args: argparse.Namespace) -> int:
     from .text_lines import can_read_twice, count_lines, open_input
     from .translator import Translator
 
+    if args.input == "-":  # standard input, as without --input
+        args.input = None
     if args.input and args.text:
         raise ConfigError("give sentences as arguments or --input FILE, not both")
     if args.output:  # before any work: an unwritable destination would lose every translation
@@ -161,17 +165,27 @@ def _cmd_translate(args: argparse.Namespace) -> int:
 def _cmd_understand(args: argparse.Namespace) -> int:
     from .understander import Understander
 
+    if args.files.count("-") > 1:
+        raise ConfigError("'-' (standard input) can be given once: it holds one recording")
+    if "-" in args.files:
+        stdin = getattr(sys.stdin, "buffer", None)
+        if stdin is None:
+            raise ConfigError("'-' reads a recording from standard input, which is closed")
+        if sys.stdin.isatty():
+            raise ConfigError("'-' reads a recording from standard input, which is a terminal: pipe one in "
+                              "(e.g. sox in.mp3 -t wav - | ondevice understand -)")
     und = Understander(args.model, threads=args.threads, backend=args.backend, speed_ensemble=not args.one_pass)
     failed = 0
     for f in args.files:
         name = _printable_path(f)
         try:
-            intent = und.understand(f)
+            intent = und.understand(sys.stdin.buffer if f == "-" else f)
         except (OndeviceError, ValueError) as e:
             failed += 1
-            # Audio errors start with the path; the others (a model that fails) are given it here.
+            # Audio errors start with the source's name (<stdin> for -); the others (a model that
+            # fails) are given it here.
             msg = _printable_path(str(e))
-            if not msg.startswith(name + ":"):
+            if not msg.startswith(("<stdin>" if f == "-" else name) + ":"):
                 msg = f"{name}: {msg}"
             if args.json:
                 print(json.dumps({"file": name, "error": msg}, ensure_ascii=False), flush=True)
@@ -500,7 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
                         epilog='example: ondevice translate "The house is small."')
     tr.add_argument("text", nargs="*", help="sentences to translate (default: read stdin)")
     tr.add_argument("--model", default=None, help="model directory (default: the shipped en-de model)")
-    tr.add_argument("--input", "-i", default=None, help="UTF-8 text file, one sentence per line")
+    tr.add_argument("--input", "-i", default=None,
+                    help="UTF-8 text file, one sentence per line (- or none: standard input)")
     tr.add_argument("--output", "-o", default=None, help="write translations here (atomically) instead of stdout")
     tr.add_argument("--beam", type=int, default=4, help="beam size; 1 = greedy (default 4)")
     tr.add_argument("--threads", type=int, default=0, help="threads (default 0: all cores)")
@@ -888,6 +903,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _terminated(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -898,6 +917,10 @@ def main(argv: list[str] | None = None) -> int:
                "eval": "eval", "export": "export"}.get(args.verb or "")
         parser.print_help() if sub is None else parser.parse_args([args.verb, "--help"])
         return 2
+    # SIGTERM (kill, a service manager) as an exception, so that `with` blocks remove their
+    # temporary files (atomic writes, copies of piped audio) as they do on Ctrl-C.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         return func(args)
     except (OndeviceError, ValueError) as e:

@@ -39,12 +39,14 @@ def _too_long(origin: str, number: int, chars: int) -> DataError:
 
 def _line_chars(pieces: Iterator[bytes]) -> int:
     """Characters of one UTF-8 line given in pieces, without its line ending (continuation bytes
-    do not start a character; a "\r\n" split between two pieces still counts as the ending)."""
+    do not start a character; a "\r\n" split between two pieces still counts as the ending, and a
+    "\r" at the end of the input is dropped as iter_lines drops it)."""
     n, last = 0, b""
     for piece in pieces:
         n += len(piece.translate(None, _CONTINUATION_BYTES))
         last = (last + piece)[-2:]
-    return n - (last == b"\r\n") - last.endswith(b"\n")
+    tail = last[:-1] if last.endswith(b"\n") else last
+    return n - last.endswith(b"\n") - tail.endswith(b"\r")
 
 
 def _rest_of_line(stream: BinaryIO) -> Iterator[bytes]:

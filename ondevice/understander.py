@@ -207,11 +207,12 @@ class Understander:
         return ort.InferenceSession(str(graph), so, providers=["CPUExecutionProvider"])
 
     def understand(self, audio, sample_rate: int | None = None) -> Intent:
-        """The intent of one utterance: a path, or a numpy array (``sample_rate`` default 16000)."""
-        from .slu.audio import load_audio
+        """The intent of one utterance: a path, a binary file object (e.g. ``sys.stdin.buffer``), or a
+        numpy array (``sample_rate`` default 16000)."""
+        from .slu.audio import load_audio, source_name
 
         pcm = load_audio(audio, sample_rate)
-        source = os.fspath(audio) if isinstance(audio, (str, os.PathLike)) else "audio"
+        source = source_name(audio)
         min_samples = int(self.manifest["min_samples"])
         if len(pcm) < min_samples:
             raise AudioError(f"{source}: audio too short: {len(pcm)} samples at 16 kHz ({len(pcm) / SAMPLE_RATE:.3g} "

@@ -208,7 +208,8 @@ def test_truncated_flac_and_ogg_say_so(tmp_path):
                                              r"after \d\.\d\d s of the 3\.00 s its header declares \(libsndfile: "):
             read_audio(tmp_path / "cut.flac")
     (tmp_path / "cut.flac").write_bytes(data[:30])
-    with pytest.raises(AudioError, match=r"cut\.flac: cannot read this FLAC file: an unsupported codec, or a damaged or truncated file"):
+    with pytest.raises(AudioError, match=r"cut\.flac: cannot read this FLAC file: an unsupported codec, or a "
+                                         r"damaged or truncated file"):
         read_audio(tmp_path / "cut.flac")
     if "OGG" in sf.available_formats():
         sf.write(tmp_path / "a.ogg", x, 32000, format="OGG", subtype="VORBIS")
@@ -398,7 +399,7 @@ def test_header_limits_are_checked_in_order_before_decoding(tmp_path, monkeypatc
         with pytest.raises(AudioError, match=rf"{name}: sample rate 1 Hz is outside the supported 4000\.\.384000"):
             load_audio(tmp_path / name)
     for name, fmt in (("lie.wav", fmt_chunk(1, 1, 16000, 16)), ("lief.wav", fmt_chunk(3, 1, 16000, 32))):
-        for size in (10 ** 9, 0x7FFFF001, 0xFFFFFFFE):  # real sizes, not a stream writer's placeholders
+        for size in (10 ** 9, 0x7FFFF001, 0xFFFFFFF0):  # real sizes, not a stream writer's placeholders
             (tmp_path / name).write_bytes(riff(fmt, bytes(32000), data_size=size))
             with pytest.raises(AudioError, match=rf"{name}: truncated WAV: the header declares"):
                 load_audio(tmp_path / name)
@@ -430,6 +431,15 @@ def test_stream_writers_placeholder_sizes_read_to_the_end(tmp_path):
     long.write_bytes(riff(fmt_chunk(1, 1, 4000, 16), bytes(2 * 4000 * 31), data_size=0x7FFFF000))
     with pytest.raises(AudioError, match=r"long\.wav: 31\.00 s of audio is longer than the limit of 30 s"):
         load_audio(long)
+    if shutil.which("sox"):  # sox rounds the placeholder down to whole frames: 0x7FFFEFFC for 6 bytes
+        stereo24 = tmp_path / "sox24.wav"
+        pipe = subprocess.run(["sox", "-n", "-r", "16000", "-c", "2", "-b", "24", "-t", "wav", "-", "synth", "1",
+                               "sine", "300"], capture_output=True, check=True, timeout=60)
+        stereo24.write_bytes(pipe.stdout)
+        at = pipe.stdout.index(b"data") + 4  # after a WAVE_FORMAT_EXTENSIBLE 'fmt ' chunk
+        assert struct.unpack("<I", pipe.stdout[at:at + 4])[0] == 0x7FFFF000 - 0x7FFFF000 % 6
+        samples, rate = read_audio(stereo24)
+        assert rate == 16000 and samples.shape == (16000, 2)
     if shutil.which("espeak-ng"):  # the real writer (installed by scripts/install_system_deps.sh)
         out = tmp_path / "espeak.wav"
         with open(out, "wb") as f:
@@ -439,25 +449,31 @@ def test_stream_writers_placeholder_sizes_read_to_the_end(tmp_path):
         assert rate == 22050 and len(samples) == (out.stat().st_size - 44) // 2 > 10000
 
 
-def test_stdin_pipes_and_devices_are_read_as_streams(tmp_path, monkeypatch):
-    """"-" is standard input; a FIFO, /dev/stdin or a process substitution (no size, no seek) is
-    copied (at most MAX_STREAM_BYTES) and read like a file, messages naming the stream; /dev/null
-    is empty; an endless device is refused at the limit, not read forever."""
+def test_file_objects_pipes_and_devices_are_read_as_streams(tmp_path, monkeypatch):
+    """A binary file object (what `ondevice understand -` passes: sys.stdin.buffer) and a FIFO,
+    /dev/stdin or a process substitution (no size, no seek) are copied (at most MAX_STREAM_BYTES)
+    to a temporary file that is removed afterwards and read like a file, messages naming the
+    stream; /dev/null is empty; an endless device is refused at the limit, not read forever; a
+    text stream is a TypeError. "-" is an ordinary file name here (only the CLI means stdin)."""
     import io
     import threading
 
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # to see that the copies are removed
     ints = np.round(sine(300, 22050, 0.5, 0.4) * 32767).astype(np.int16)
     wav = write_pcm_wav(tmp_path / "a.wav", ints, 2, 22050).read_bytes()
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(wav)))
-    samples, rate = read_audio("-")
+    samples, rate = read_audio(io.BytesIO(wav))
     assert rate == 22050 and np.array_equal(samples[:, 0], ints / np.float32(32768))
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(wav[:1000])))
-    with pytest.raises(AudioError, match=r"^stdin: truncated WAV"):
-        load_audio("-")
-    short = write_pcm_wav(tmp_path / "short.wav", ints[:300], 2, 22050).read_bytes()
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(short)))
-    with pytest.raises(AudioError, match=r"^stdin: .* shorter than the minimum"):
-        load_audio("-")
+    assert np.array_equal(load_audio(io.BytesIO(wav)), load_audio(tmp_path / "a.wav"))
+    with pytest.raises(AudioError, match=r"^<stream>: truncated WAV"):
+        load_audio(io.BytesIO(wav[:1000]))
+    short = write_pcm_wav(tmp_path / "short.wav", ints[:300], 2, 22050)
+    with open(short, "rb") as f, pytest.raises(AudioError, match=f"^{re.escape(str(short))}: .* shorter than"):
+        load_audio(f)
+    with pytest.raises(TypeError, match="text stream"):
+        read_audio(io.StringIO("RIFF"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(AudioError, match="^-: no such file"):
+        read_audio("-")
 
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
@@ -476,7 +492,7 @@ def test_stdin_pipes_and_devices_are_read_as_streams(tmp_path, monkeypatch):
     monkeypatch.setattr(audio, "MAX_STREAM_BYTES", 1 << 20)
     with pytest.raises(AudioError, match=r"/dev/zero: more than 1 MiB arrived from this stream"):
         read_audio("/dev/zero")
-    assert not [p for p in Path(tempfile.gettempdir()).glob("ondevice-audio-*")]  # the copies are removed
+    assert not list(tmp_path.glob("ondevice-audio-*"))  # every copy was removed
 
 
 def test_too_many_channels_are_refused_from_the_header(tmp_path):

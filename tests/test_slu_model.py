@@ -552,6 +552,11 @@ def test_understand_cli_survives_odd_file_names_and_a_closed_pipe(tmp_path, caps
     assert r.returncode == 0, r.stderr
     piped = json.loads(r.stdout)
     assert piped["file"] == "-" and piped["action"] == lines[2]["action"] and piped["scores"] == lines[2]["scores"]
+    r = subprocess.run([sys.executable, "-m", "ondevice", "understand", "--model", str(d), "--backend", "onnxruntime",
+                        "--threads", "1", "-"], input=Path(good).read_bytes()[:1000], capture_output=True, timeout=300)
+    assert r.returncode == 1 and r.stderr.startswith(b"ondevice: error: <stdin>: truncated WAV"), r.stderr
+    assert main(["understand", "--model", str(d), "-", "-"]) == 1
+    assert "'-' (standard input) can be given once" in capsys.readouterr().err
 
 
 def test_split_cache_survives_subsets_and_concurrent_loaders(tmp_path):

@@ -53,7 +53,7 @@ def test_over_long_line_length_ignores_a_split_line_ending():
     from ondevice import text_lines
 
     n = text_lines._MAX_LINE_BYTES - 1  # the first read ends with the "\r", the next piece is "\n"
-    for data in (b"a" * n + b"\r\nnext\n", b"a" * n + b"\nnext\n", b"a" * n):
+    for data in (b"a" * n + b"\r\nnext\n", b"a" * n + b"\nnext\n", b"a" * n, b"a" * n + b"\r"):
         with pytest.raises(DataError, match=f"line 1 has {n:,} characters"):
             _lines(data)
 

@@ -19,10 +19,10 @@ unsupported sample width) say precisely what is wrong. FLAC, Ogg, MP3 and WAV co
 µ-law/ADPCM go through ``soundfile`` (libsndfile), a dependency of the package; without it such a
 file gives an AudioError saying which package to install.
 
-**Streams.** ``"-"`` is standard input; it, and any path that is not a regular file (a pipe,
-``/dev/stdin``, a device), is copied to a temporary file (at most ``MAX_STREAM_BYTES``) and read
-like a file. A WAV written to a pipe carries a placeholder data size (its writer could not seek
-back to fill it in); the samples then run to the end of the file.
+**Streams.** A binary file object (``sys.stdin.buffer``: ``ondevice understand -``) and any path
+that is not a regular file (a pipe, ``/dev/stdin``, a device) are copied to a temporary file (at
+most ``MAX_STREAM_BYTES``) and read like a file. A WAV written to a pipe carries a placeholder data
+size (its writer could not seek back to fill it in); the samples then run to the end of the file.
 
 **Why the resampler is written here.** SciPy is not a dependency and torch must not be needed at
 inference, so :func:`resample` is a windowed-sinc polyphase resampler in NumPy: the rational ratio
@@ -56,10 +56,9 @@ import math
 import os
 import stat
 import struct
-import sys
 import tempfile
 import wave
-from typing import Union
+from typing import BinaryIO, Union
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -82,8 +81,8 @@ MAX_CHANNELS = 64
 #: Largest accepted |sample| (2^31, the scale of 32-bit integer PCM): beyond it no recording lies,
 #: and the model's per-utterance level normalisation (a sum of squares in float32) could overflow.
 MAX_ABS_SAMPLE = 2.0 ** 31
-#: Most bytes read from standard input (``-``), a pipe or a device before it is refused: a stream
-#: has no size to check first; 256 MiB is more than 30 s of 96 kHz 8-channel float64 audio.
+#: Most bytes read from a file object (standard input), a pipe or a device before it is refused: a
+#: stream has no size to check first; 256 MiB is more than 30 s of 96 kHz 8-channel float64 audio.
 MAX_STREAM_BYTES = 256 << 20
 
 #: Resampler design (see the module docstring). 16 zero crossings each side with a Kaiser window of
@@ -103,8 +102,9 @@ _WAVE_FORMAT_EXTENSIBLE = 0xFFFE
 # The 14 bytes after the 2-byte format tag in a KSDATAFORMAT_SUBTYPE_* GUID (PCM, IEEE_FLOAT, ...).
 _KSDATAFORMAT_TAIL = b"\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
 # Data sizes that a WAV writer leaves in the header when it writes to a pipe and cannot seek back to
-# fill in the real one (sox and espeak-ng: 0x7FFFF000; others: 0x7FFFFFFF, 0xFFFFFFFF). They carry
-# no length: the samples run to the end of the file, as libsndfile reads them.
+# fill in the real one (espeak-ng: 0x7FFFF000; sox: the same rounded down to whole frames, e.g.
+# 0x7FFFEFFC for 6-byte frames; others: 0x7FFFFFFF, 0xFFFFFFFF). They carry no length: the samples
+# run to the end of the file, as libsndfile reads them.
 _STREAMING_DATA_SIZES = (0x7FFFF000, 0x7FFFFFFF, 0xFFFFFFFF)
 # A 'fmt ' chunk is 16, 18 or 40 bytes; anything far larger is a corrupt header, not a format.
 _MAX_FMT_CHUNK = 1024
@@ -115,8 +115,14 @@ _MAGIC = ((b"fLaC", "FLAC"), (b"OggS", "Ogg"), (b"ID3", "MP3"), (b"\xff\xfb", "M
 
 
 # ------------------------------------------------------------------------------------------ reading
-def read_audio(path: PathLike, *, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
+def read_audio(path: PathLike | BinaryIO, *, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
     """Decode an audio file: ``(samples, sample_rate)``, samples float32 ``[frames, channels]``.
+
+    ``path`` may also be a binary file object (``sys.stdin.buffer``, ``io.BytesIO``, a socket's
+    ``makefile("rb")``), read to its end; so is a path that is not a regular file (a pipe,
+    ``/dev/stdin``, a device). Such a stream has no size to check first and may not seek: it is
+    copied to a temporary file, at most MAX_STREAM_BYTES, and read from there; messages name the
+    stream (:func:`source_name`).
 
     Integer PCM is scaled to [-1, 1) (16-bit by 1/32768, 8-bit unsigned around 128); float WAVs are
     returned as stored (normally within [-1, 1]). No resampling or downmixing happens here: that is
@@ -129,17 +135,15 @@ def read_audio(path: PathLike, *, max_seconds: float | None = None) -> tuple[np.
 
     Raises AudioError (the message names the file) for a missing file, a directory, an empty file,
     a file that is not audio, a truncated WAV, FLAC or Ogg file (a WAV header promising more data
-    than the file holds, a FLAC stream that breaks off, an Ogg file cut inside or between pages:
-    refused rather than decoded in part, since a cut-off command could be misheard as another),
+    than the file holds, a FLAC stream that breaks off, an Ogg file cut inside a page: refused
+    rather than decoded in part, since a cut-off command could be misheard as another; an Ogg file
+    cut exactly between two pages cannot be told from a recording stopped there and is read),
     a WAV without frames, an unsupported sample width or encoding, a sample rate or channel count
     out of range, and NaN, infinite or beyond-MAX_ABS_SAMPLE samples.
     """
+    if hasattr(path, "read"):
+        return _read_stream(path, source_name(path), max_seconds)
     p = os.fspath(path)
-    if p == "-":
-        try:
-            return _read_stream(sys.stdin.buffer, "stdin", max_seconds)
-        except OSError as e:
-            raise AudioError(f"stdin: cannot read ({e.strerror or e})") from None
     try:
         st = os.stat(p)
     except FileNotFoundError:
@@ -150,10 +154,11 @@ def read_audio(path: PathLike, *, max_seconds: float | None = None) -> tuple[np.
         raise AudioError(f"{p}: is a directory, not an audio file")
     if not stat.S_ISREG(st.st_mode):  # /dev/stdin, a FIFO, <(sox ...), a device: no size, maybe no seek
         try:
-            with open(p, "rb") as f:
-                return _read_stream(f, p, max_seconds)
+            f = open(p, "rb")
         except OSError as e:
             raise AudioError(f"{p}: cannot read ({e.strerror or e})") from None
+        with f:
+            return _read_stream(f, p, max_seconds)
     try:
         with open(p, "rb") as f:
             head = f.read(12)
@@ -171,20 +176,42 @@ def read_audio(path: PathLike, *, max_seconds: float | None = None) -> tuple[np.
     return _finite(samples, p), rate
 
 
-def _read_stream(stream, name: str, max_seconds: float | None) -> tuple[np.ndarray, int]:
+def source_name(source) -> str:
+    """How messages name an audio source: a path as given, a file object by its ``name`` (``<stdin>``
+    for ``sys.stdin.buffer``), an array as ``audio``."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    if hasattr(source, "read"):
+        name = getattr(source, "name", None)
+        return name if isinstance(name, str) else f"<fd {name}>" if isinstance(name, int) else "<stream>"
+    return "audio"
+
+
+def _read_stream(stream: BinaryIO, name: str, max_seconds: float | None) -> tuple[np.ndarray, int]:
     """Audio from a stream that has no size and may not seek: copied (at most MAX_STREAM_BYTES) to a
     temporary file, which is then read like any file; messages name the stream, not the copy."""
     with tempfile.TemporaryDirectory(prefix="ondevice-audio-") as d:
         copy = os.path.join(d, "stream")
         with open(copy, "wb") as out:
             total = 0
-            while chunk := stream.read(1 << 20):
+            while True:
+                try:
+                    chunk = stream.read(1 << 20)
+                except OSError as e:
+                    raise AudioError(f"{name}: cannot read ({e.strerror or e})") from None
+                if not chunk:
+                    break
+                if isinstance(chunk, str):
+                    raise TypeError(f"{name} is a text stream: pass a binary one (e.g. sys.stdin.buffer)")
                 total += len(chunk)
                 if total > MAX_STREAM_BYTES:
                     raise AudioError(f"{name}: more than {MAX_STREAM_BYTES >> 20} MiB arrived from this stream, "
-                                     f"far more than a spoken command of at most {MAX_SECONDS:g} s; send one "
-                                     "command")
-                out.write(chunk)
+                                     "far more than a spoken command; send one command")
+                try:
+                    out.write(chunk)
+                except OSError as e:
+                    raise AudioError(f"{name}: cannot hold the stream in a temporary file in "
+                                     f"{tempfile.gettempdir()} ({e.strerror or e})") from None
         try:
             return read_audio(copy, max_seconds=max_seconds)
         except AudioError as e:
@@ -283,7 +310,8 @@ def _read_riff(p: str, size: int, max_seconds: float | None) -> tuple[np.ndarray
         if block_align not in (0, frame_bytes):
             raise AudioError(f"{p}: not a valid WAV file: block align {block_align} for {channels} channel(s) "
                              f"of {width}-byte {kind} samples (expected {frame_bytes})")
-        if data_size in _STREAMING_DATA_SIZES and data_at + data_size > size:
+        placeholders = {z - k * (z % frame_bytes) for z in _STREAMING_DATA_SIZES for k in (0, 1)}
+        if data_at + data_size > size and data_size in placeholders:
             data_size = max(size - data_at, 0)
         frames = data_size // frame_bytes
         if frames == 0:
@@ -535,24 +563,24 @@ def _check_rate(sample_rate, where: str) -> int:
     return rate
 
 
-def load_audio(path_or_array: PathLike | np.ndarray, sample_rate: int | None = None) -> np.ndarray:
+def load_audio(path_or_array: PathLike | BinaryIO | np.ndarray, sample_rate: int | None = None) -> np.ndarray:
     """A file or an array -> float32 1-D mono at TARGET_RATE, ready for the model.
 
-    A path (str or os.PathLike) is decoded with :func:`read_audio` (its header gives the rate, so
-    ``sample_rate`` must be left out) and refused from its header if longer than MAX_SECONDS.
+    A path (str or os.PathLike) or a binary file object is decoded with :func:`read_audio` (its
+    header gives the rate, so ``sample_rate`` must be left out) and refused from its header if
+    longer than MAX_SECONDS.
     An array (anything :func:`to_model_input` takes) is at ``sample_rate`` Hz, which defaults to
     16000, the model's own rate: the common case of audio already prepared for the model needs no
     argument, and any other rate must be stated since it cannot be inferred from the samples.
     """
-    if isinstance(path_or_array, (str, os.PathLike)):
+    if isinstance(path_or_array, (str, os.PathLike)) or hasattr(path_or_array, "read"):
         if sample_rate is not None:
             raise TypeError("sample_rate is for arrays only: a file's own header gives its sample rate")
         samples, rate = read_audio(path_or_array, max_seconds=MAX_SECONDS)
         # A file's layout is known ([frames, channels]): downmix here, so that the array-shape guess
         # of to_model_input (more channels than frames = a transposed array) cannot misfire on it.
         mono = samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1, dtype=np.float32)
-        source = os.fspath(path_or_array)
-        return to_model_input(mono, rate, source="stdin" if source == "-" else source)
+        return to_model_input(mono, rate, source=source_name(path_or_array))
     if isinstance(path_or_array, (bytes, bytearray, memoryview)):
         raise TypeError("load_audio takes a path or an array of samples, not the bytes of a file "
                         "(write them to a file, or decode them first)")
