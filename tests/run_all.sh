@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's whole test suite (the README's second command; .ci/run runs it):
 #   1. system packages (compilers, CMake, aarch64 cross toolchain, qemu-user)
-#   2. the package with its test extras, built from this checkout (and fairseq for interop tests)
+#   2. the package with its test extras, built from this checkout (and fairseq for interop tests,
+#      torchaudio's pure-PyTorch functions as the resampler tests' reference)
 #   3. C++ tests natively (reference, portable and AVX2 kernels) through CTest, then the Java API's
 #      tests on the host JVM over the JNI library (cpp_runtime/jni)
 #   4. C++ tests under AddressSanitizer + UndefinedBehaviorSanitizer, with LeakSanitizer (checked to
@@ -19,6 +20,8 @@ python3 -m pip install -q "$ROOT[test]"
 # fairseq is only needed by the interop tests; if its build fails here, say so loudly
 # (those tests then skip) rather than losing the whole run.
 bash scripts/install_fairseq.sh || echo "WARNING: fairseq could not be installed: tests/test_fairseq_interop.py will be SKIPPED" >&2
+# torchaudio (its pure-PyTorch functions) is only the resampler tests' reference; same policy.
+bash scripts/install_torchaudio_transforms.sh || echo "WARNING: torchaudio could not be installed: the resampler's torchaudio comparisons will be SKIPPED" >&2
 
 echo "== C++ tests (native)"
 cmake -S . -B build/cpp-native -G Ninja -DCMAKE_BUILD_TYPE=Release -DONDEVICE_BUILD_JNI=ON >/dev/null
