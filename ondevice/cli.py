@@ -918,8 +918,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help() if sub is None else parser.parse_args([args.verb, "--help"])
         return 2
     # SIGTERM (kill, a service manager) as an exception, so that `with` blocks remove their
-    # temporary files (atomic writes, copies of piped audio) as they do on Ctrl-C.
-    if threading.current_thread() is threading.main_thread():
+    # temporary files (atomic output, copies of piped audio) as they do on Ctrl-C. Only for the
+    # verbs that serve users: an exception would make training and data generation wait for their
+    # worker pools to drain before exiting.
+    if args.verb in ("understand", "translate") and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminated)
     try:
         return func(args)
