@@ -507,6 +507,7 @@ def test_understand_cli_survives_odd_file_names_and_a_closed_pipe(tmp_path, caps
     import os
     import subprocess
     import sys
+    import time
     import wave
 
     pytest.importorskip("onnxruntime")
@@ -557,6 +558,22 @@ def test_understand_cli_survives_odd_file_names_and_a_closed_pipe(tmp_path, caps
     assert r.returncode == 1 and r.stderr.startswith(b"ondevice: error: <stdin>: truncated WAV"), r.stderr
     assert main(["understand", "--model", str(d), "-", "-"]) == 1
     assert "'-' (standard input) can be given once" in capsys.readouterr().err
+    # SIGTERM while a piped recording is being copied: exit 143, and the copy is removed.
+    tmp = tmp_path / "tmpdir"
+    tmp.mkdir()
+    p = subprocess.Popen([sys.executable, "-m", "ondevice", "understand", "--model", str(d), "--backend",
+                          "onnxruntime", "--threads", "1", "-"], stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env={**os.environ, "TMPDIR": str(tmp)})
+    p.stdin.write(Path(good).read_bytes()[:1000])
+    p.stdin.flush()
+    deadline = time.monotonic() + 120
+    while not list(tmp.glob("ondevice-audio-*/stream")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(tmp.glob("ondevice-audio-*/stream")), "the copy of stdin never appeared"
+    p.terminate()
+    assert p.wait(timeout=60) == 143 and b"Traceback" not in p.stderr.read()
+    p.stdin.close()
+    assert not list(tmp.glob("ondevice-audio-*"))
 
 
 def test_split_cache_survives_subsets_and_concurrent_loaders(tmp_path):
