@@ -43,6 +43,23 @@ __all__ = ["Understander", "Intent", "default_slu_model_dir", "BACKENDS"]
 BACKENDS = ("native", "onnxruntime")
 DEFAULT_MODEL = "slu-intent-bcq"
 SAMPLE_RATE = 16000
+#: The speed ensemble's rates (speed changes of 0.67x..1.33x: beyond that speech is garbled).
+ENSEMBLE_MIN_RATE, ENSEMBLE_MAX_RATE = 12000, 24000
+
+
+def check_ensemble_rates(rates: Any, where: str) -> list[int]:
+    """The speed ensemble's rates (export/README.md section 8; the exporter writes them, both
+    backends read them): distinct integers in [ENSEMBLE_MIN_RATE, ENSEMBLE_MAX_RATE], 16000 among
+    them; ConfigError otherwise. Here, not in ondevice.slu.export, because reading a model must not
+    need PyTorch."""
+    if (not isinstance(rates, (list, tuple)) or not rates
+            or any(isinstance(r, bool) or not isinstance(r, int) for r in rates)):
+        raise ConfigError(f"{where}: a non-empty list of integer sample rates, got {rates!r}")
+    if any(not ENSEMBLE_MIN_RATE <= r <= ENSEMBLE_MAX_RATE for r in rates) or len(set(rates)) != len(rates) \
+            or SAMPLE_RATE not in rates:
+        raise ConfigError(f"{where}: distinct rates in {ENSEMBLE_MIN_RATE}..{ENSEMBLE_MAX_RATE} including "
+                          f"{SAMPLE_RATE}, got {list(rates)}")
+    return [int(r) for r in rates]
 
 
 def default_slu_model_dir() -> Path:
@@ -170,8 +187,6 @@ class Understander:
             raise OnnxModelError(f"{path}: min_samples must be a whole number in 1..{int(max_seconds * SAMPLE_RATE)}, "
                                  f"got {mins!r}")
         if "ensemble_rates" in m:  # as the native runtime checks them, for the onnxruntime backend too
-            from .slu.export import check_ensemble_rates
-
             try:
                 check_ensemble_rates(m["ensemble_rates"], f"{path}: ensemble_rates")
             except ConfigError as e:

@@ -27,13 +27,13 @@ import numpy as np
 from ..bitplane import PackedPlanes
 from ..errors import ConfigError
 from ..staged_dir import StagedWriter, replacing_dir
+from ..understander import check_ensemble_rates
 from .intents import INTENTS
 from .model import SAMPLE_RATE, SLOTS, SLUConfig, SpeechIntentModel, bert_config, bert_frames, num_frames
 
 GRAPH_FILE = "understand.onnx"
 MODEL_KIND = "slu-intent"
 MAX_SECONDS = 30.0
-ENSEMBLE_MIN_RATE, ENSEMBLE_MAX_RATE = 12000, 24000  # speed changes of 0.67x..1.33x: beyond that speech is garbled
 _I64_MAX = np.iinfo(np.int64).max
 
 
@@ -165,19 +165,6 @@ def export_slu(model: SpeechIntentModel, out_dir: str | os.PathLike, packed: Map
         }
         w.put(mf.MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode("utf-8"), record=False)
     return manifest
-
-
-def check_ensemble_rates(rates: Any, where: str) -> list[int]:
-    """The speed ensemble's rates (ondevice/understander.py, export/README.md section 8): distinct
-    integers in [ENSEMBLE_MIN_RATE, ENSEMBLE_MAX_RATE], 16000 among them; ConfigError otherwise."""
-    if (not isinstance(rates, (list, tuple)) or not rates
-            or any(isinstance(r, bool) or not isinstance(r, int) for r in rates)):
-        raise ConfigError(f"{where}: a non-empty list of integer sample rates, got {rates!r}")
-    if any(not ENSEMBLE_MIN_RATE <= r <= ENSEMBLE_MAX_RATE for r in rates) or len(set(rates)) != len(rates) \
-            or SAMPLE_RATE not in rates:
-        raise ConfigError(f"{where}: distinct rates in {ENSEMBLE_MIN_RATE}..{ENSEMBLE_MAX_RATE} including "
-                          f"{SAMPLE_RATE}, got {list(rates)}")
-    return [int(r) for r in rates]
 
 
 def min_samples(cfg: SLUConfig) -> int:

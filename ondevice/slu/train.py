@@ -242,7 +242,7 @@ def read_tokens(path: Path, split: str) -> list[np.ndarray]:
 def check_speed_copies(rates: Any) -> list[int]:
     """``speed_copies``: distinct integer rates in the speed ensemble's range, 16 kHz excluded (that
     version is the utterance itself); ConfigError otherwise."""
-    from .export import ENSEMBLE_MAX_RATE, ENSEMBLE_MIN_RATE
+    from ..understander import ENSEMBLE_MAX_RATE, ENSEMBLE_MIN_RATE
     from .model import SAMPLE_RATE
 
     if not isinstance(rates, (list, tuple)) or any(isinstance(r, bool) or not isinstance(r, int) for r in rates):
