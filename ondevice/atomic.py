@@ -64,12 +64,30 @@ def check_output_path(path: str | os.PathLike) -> None:
         raise DataError(f"cannot write {p}: no permission to create files in {directory}")
 
 
+def check_output_dir(path: str | os.PathLike) -> None:
+    """Refuse, before any work, an output directory that could not be created or written: a file
+    in its place or among its parents, or no permission. Raises DataError naming ``path``."""
+    from .errors import DataError
+
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise DataError(f"output {p} is a file; give a directory")
+    existing = p
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise DataError(f"cannot create {p}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise DataError(f"cannot write {p}: no permission to create files in {existing}")
+
+
 @contextmanager
 def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """A binary file to write ``path``'s new content into, piece by piece (output too large to hold
     in memory); it replaces ``path`` only when the ``with`` block ends without an exception."""
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
+    check_output_path(path)  # a missing directory or a directory in its place: a DataError naming it
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
         os.fchmod(fd, _mode_for(path))

@@ -70,7 +70,7 @@ def _cmd_data_slu(args: argparse.Namespace) -> int:
                f"--test {args.test} --seed {args.seed} --engines {args.engines}")
     stats = generate_corpus(args.out, sizes, seed=args.seed, workers=args.workers,
                             engines=tuple(e for e in args.engines.split(",") if e), progress=not args.quiet,
-                            command=command)
+                            command=command, prune=args.prune)
     summary = {s: {k: stats["splits"][s][k] for k in ("utterances", "hours", "voices_used", "heldout_phrasing")}
                for s in SPLITS}
     print(json.dumps({"splits": summary, "rendered": stats["rendered"], "reused": stats["reused"],
@@ -579,6 +579,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="TTS engines, comma-separated (default espeak-ng,flite,festival; festival re-speaks "
                           "15 %% of the training utterances and none of valid/test, so festival alone needs "
                           "--valid 0 --test 0; espeak-ng,flite gives corpus version 3's utterances)")
+    dsl.add_argument("--prune", action="store_true",
+                     help="delete rendered utterances beyond the sizes given (without it, a directory holding "
+                          "more than asked for is refused: hours of rendering are not deleted by a typo)")
     dsl.add_argument("--quiet", action="store_true", help="no progress line")
     dsl.set_defaults(func=_cmd_data_slu)
     dst = ds.add_parser("slu-transfer", help="unlabelled general English sentences spoken by the SLU training voices",
@@ -903,6 +906,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Where each verb writes: a file or a directory, checked before any work (a report lost at the end
+# of an hour of decoding to "no such directory" is the failure this prevents).
+_OUTPUT_FILES = {"_cmd_eval_nmt": "output", "_cmd_quantize_sensitivity": "output",
+                 "_cmd_quantize_matrix": "output", "_cmd_train_average": "out"}
+_OUTPUT_DIRS = {"_cmd_data_prepare": "out", "_cmd_data_slu": "out", "_cmd_data_slu_transfer": "out",
+                "_cmd_train_slu": "out", "_cmd_quantize_results": "out", "_cmd_quantize_pack": "out",
+                "_cmd_export_nmt": "out", "_cmd_export_slu": "out", "_cmd_bench_kernels": "out",
+                "_cmd_bench_dense": "out", "_cmd_bench_translate": "out", "_cmd_bench_understand": "out",
+                "_cmd_bench_profile": "out"}
+
+
+def _check_arguments(func, args: argparse.Namespace) -> None:
+    """What every verb's arguments must satisfy, checked before any work: thread counts in
+    0..MAX_THREADS (a typo like 99999 crashed PyTorch's thread pool), outputs that can be written."""
+    from .atomic import check_output_dir, check_output_path
+    from .translator import MAX_THREADS
+
+    threads = getattr(args, "threads", None)
+    for t in threads if isinstance(threads, list) else [threads] if threads is not None else []:
+        if not 0 <= t <= MAX_THREADS:
+            raise ConfigError(f"--threads must be in 0..{MAX_THREADS}, got {t}")
+    name = getattr(func, "__name__", "")
+    if name in _OUTPUT_FILES and getattr(args, _OUTPUT_FILES[name], None):
+        check_output_path(getattr(args, _OUTPUT_FILES[name]))
+    if name in _OUTPUT_DIRS and getattr(args, _OUTPUT_DIRS[name], None):
+        check_output_dir(getattr(args, _OUTPUT_DIRS[name]))
+
+
 def _terminated(signum, frame) -> None:
     raise SystemExit(128 + signum)
 
@@ -924,6 +955,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb in ("understand", "translate") and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminated)
     try:
+        _check_arguments(func, args)
         return func(args)
     except (OndeviceError, ValueError) as e:
         print(f"ondevice: error: {_printable_path(str(e))}", file=sys.stderr)

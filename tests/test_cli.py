@@ -63,3 +63,61 @@ def test_train_slu_unknown_setting_lists_the_settings(tmp_path):
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "unknown setting 'finetune_epoch'" in r.stderr and "finetune_epochs" in r.stderr
     assert "reverb_copies" in r.stderr and not (tmp_path / "run").exists()
+
+
+def test_outputs_and_thread_counts_are_checked_before_any_work(tmp_path, monkeypatch, capsys):
+    """Every verb's output (file or directory) and --threads are checked before its work: a report
+    used to be lost after the decoding to "no such directory" or "file exists", and a thread count
+    of 99999 crashed PyTorch's thread pool (a segfault, exit 139)."""
+    from ondevice import cli
+
+    afile = tmp_path / "afile"
+    afile.write_text("not a directory\n")
+    work_done = []
+    for name in list(cli._OUTPUT_FILES) + list(cli._OUTPUT_DIRS) + ["_cmd_eval_card", "_cmd_eval_slu"]:
+        def no_work(args, name=name):
+            work_done.append(name)
+            return 0
+
+        no_work.__name__ = name  # the verb's checks are found by its function's name
+        monkeypatch.setattr(cli, name, no_work)
+    cli_runs = [
+        (["eval", "nmt", "--model", str(tmp_path), "--data", str(tmp_path), "--output",
+          str(tmp_path / "missing" / "hyp.txt")],
+         "its directory .*missing does not exist"),
+        (["quantize", "sensitivity", "--model", str(tmp_path), "--data", str(tmp_path), "--output", str(tmp_path)],
+         "is a directory"),
+        (["quantize", "matrix", str(tmp_path / "w.npy"), "--bits", "2", "-o", str(afile / "w.bcq")],
+         "afile is not a directory"),
+        (["bench", "kernels", "--out", str(afile)], "afile is a file; give a directory"),
+        (["bench", "understand", "--out", str(afile / "sub")], "afile is a file, not a directory"),
+        (["data", "slu", "--out", str(afile)], "afile is a file; give a directory"),
+        (["train", "slu", "--out", str(afile)], "afile is a file; give a directory"),
+        (["export", "slu", "--run", str(tmp_path), "--out", str(afile)], "afile is a file; give a directory"),
+        (["eval", "card", str(tmp_path), "--threads", "99999"], r"--threads must be in 0\.\.1024, got 99999"),
+        (["eval", "slu", "--threads", "-3"], r"--threads must be in 0\.\.1024, got -3"),
+        (["bench", "kernels", "--threads", "1,99999"], r"got 99999"),
+    ]
+    import re
+
+    for argv, message in cli_runs:
+        capsys.readouterr()
+        assert cli.main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert re.search(message, err) and "Traceback" not in err, (argv, err)
+    assert work_done == []
+
+
+def test_training_thread_settings_are_bounded(tmp_path):
+    from ondevice.errors import ConfigError
+    from ondevice.nmt.config import config_from_dict
+
+    try:
+        config_from_dict({"data_dir": str(tmp_path), "save_dir": str(tmp_path / "r"), "threads": 99999})
+    except ConfigError as e:
+        assert "threads must be <= 1024" in str(e)
+    else:
+        raise AssertionError("threads=99999 was accepted")
+    r = run("train", "slu", "--corpus", str(tmp_path / "none"), "--out", str(tmp_path / "r"), "--set",
+            "threads=99999")
+    assert r.returncode == 1 and "threads must be an integer in 0..1024" in r.stderr and "Traceback" not in r.stderr

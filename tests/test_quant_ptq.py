@@ -106,6 +106,16 @@ def test_ptq_frequency_cluster_plan_needs_frequencies(trained):
     with pytest.raises(ConfigError):
         post_training_quantize(run, QuantPlan.uniform(2), checkpoint="checkpoint_best.pt",
                                out_checkpoint_name="checkpoint_best.pt")
+    # Another file of the model directory is never overwritten: only an earlier PTQ output (its .json
+    # record beside it) is; the name must be a checkpoint's.
+    (run / "notes.pt").write_bytes(b"not ours")
+    with pytest.raises(ConfigError, match="notes.pt exists and is not an earlier `quantize nmt` output"):
+        post_training_quantize(run, QuantPlan.uniform(2), out_checkpoint_name="notes.pt")
+    assert (run / "notes.pt").read_bytes() == b"not ours"
+    (run / "notes.pt").unlink()
+    with pytest.raises(ConfigError, match="must end in .pt"):
+        post_training_quantize(run, QuantPlan.uniform(2), out_checkpoint_name="spm.model")
+    post_training_quantize(run, QuantPlan.uniform(2), out_checkpoint_name="ptqf.pt")  # an earlier output: replaced
 
 
 def test_sensitivity_table(trained):

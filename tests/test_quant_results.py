@@ -53,6 +53,12 @@ def test_table_plot_and_rerun(tiny_trained_run, tmp_path):
     assert [r["name"] for r in rows2][-1] == "u2" and rows2[:4] == rows
     assert all(m.startswith("[results] u2") for m in logs), logs
 
+    # Other settings would make the old rows incomparable: refused, and the earlier results kept.
+    before = (tmp_path / "out" / "results.json").read_bytes()
+    with pytest.raises(ConfigError, match="holds results made with other settings \\(beam\\)"):
+        run(_spec(tmp_path, run_dir, data, exps, beam=2), tmp_path / "out", log=logs.append, progress=False)
+    assert (tmp_path / "out" / "results.json").read_bytes() == before
+
 
 def test_spec_errors(tmp_path):
     ok = [{"name": "fp32"}]

@@ -375,9 +375,13 @@ def test_tiny_corpus_resumes_and_refuses_other_settings(tiny):
     stats = corpus.generate_corpus(out, SIZES, seed=2, engines=_engines(), progress=False)
     assert (stats["rendered"], stats["reused"]) == (2, 4)
     assert _files(out) == before
-    # a smaller run drops the extra files; a larger one keeps the first utterances
+    # a smaller run is refused (rendered utterances would be deleted) unless told to prune them
+    with pytest.raises(DataError, match=r"already holds 1 train utterance\(s\) beyond --train 2; they would be "
+                                        r"deleted.*--prune"):
+        corpus.generate_corpus(out, {"train": 2, "valid": 1, "test": 2}, seed=2, engines=_engines(), progress=False)
+    assert _files(out) == before
     stats = corpus.generate_corpus(out, {"train": 2, "valid": 1, "test": 2}, seed=2, engines=_engines(),
-                                   progress=False)
+                                   progress=False, prune=True)
     assert stats["rendered"] == 0 and not (out / "train" / "train_000002.wav").exists()
     with pytest.raises(DataError, match="different seed"):
         corpus.generate_corpus(out, SIZES, seed=8, engines=_engines(), progress=False)

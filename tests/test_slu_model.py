@@ -465,6 +465,16 @@ def test_tiny_recipe_end_to_end(tmp_path, monkeypatch):
     assert "## Reproduce\n" in readme and "Chained runs: runs/a, then runs/b." in readme
     assert "--set front_qat_steps=2" in readme and "--set qat_epochs=1" in readme
     assert "--stages vq,tokens," in readme and "dereverb" not in readme
+    # The model directory is touched only after the evaluation (a bad corpus leaves it as it was),
+    # and onnx/ is replaced only over an earlier export, never over other files.
+    stamp = (tmp_path / "m" / "onnx" / "manifest.json").stat().st_mtime_ns
+    assert main(["export", "slu", "--run", str(run), "--corpus", str(tmp_path / "nowhere"), "--quiet",
+                 "--out", str(tmp_path / "m")]) == 1
+    assert (tmp_path / "m" / "onnx" / "manifest.json").stat().st_mtime_ns == stamp
+    (tmp_path / "u" / "onnx").mkdir(parents=True)
+    (tmp_path / "u" / "onnx" / "mine.onnx").write_bytes(b"a user's file")
+    assert main([*export, "--out", str(tmp_path / "u")]) == 1
+    assert (tmp_path / "u" / "onnx" / "mine.onnx").read_bytes() == b"a user's file"
     # a run whose tokenizer went through the dereverb stage: the card keeps the stage's record and the
     # command names the stage with its settings (run3's tokenizer; the rest copied from the first run)
     for name in ("quantized.json", "ablation.json", "teacher.pt", "ft_both.json"):

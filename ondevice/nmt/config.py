@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..translator import MAX_THREADS
 from ..json_config import read_json_object
 
 MODEL_KEYS = {"d_model", "ffn_dim", "heads", "encoder_layers", "decoder_layers", "dropout", "attention_dropout",
@@ -71,6 +72,7 @@ class TrainConfig:
         need(self.max_len >= 2, "max_len must be >= 2")
         need(min(self.max_updates, self.max_epochs, self.max_minutes, self.patience, self.threads) >= 0,
              "max_updates, max_epochs, max_minutes, patience and threads must be >= 0")
+        need(self.threads <= MAX_THREADS, f"threads must be <= {MAX_THREADS}")
         need(self.validate_every >= 1 and self.save_every_minutes > 0 and self.keep_checkpoints >= 1,
              "validate_every, save_every_minutes and keep_checkpoints must be positive")
 

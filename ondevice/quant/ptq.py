@@ -96,7 +96,14 @@ def post_training_quantize(model_dir: str | os.PathLike, plan: QuantPlan | Mappi
         raise ConfigError(f"out_checkpoint_name must be a file name inside model_dir, got {out_checkpoint_name!r}")
     if out_checkpoint_name == checkpoint:
         raise ConfigError(f"out_checkpoint_name {out_checkpoint_name!r} would overwrite the fp32 checkpoint")
+    if not out_checkpoint_name.endswith(".pt"):
+        raise ConfigError(f"out_checkpoint_name must end in .pt, got {out_checkpoint_name!r}")
     d = Path(model_dir)
+    # Only an earlier PTQ output (its .json record beside it) is replaced: a name that collides with
+    # another file of the model directory must not destroy it.
+    if (d / out_checkpoint_name).exists() and not (d / (out_checkpoint_name + ".json")).is_file():
+        raise ConfigError(f"{d / out_checkpoint_name} exists and is not an earlier `quantize nmt` output "
+                          "(no .json record beside it): choose another --out name")
     model, tok = load_model(d, checkpoint)
     plan.validate_for(model.config)
     freqs = resolve_frequencies(plan, tok, frequencies_from)

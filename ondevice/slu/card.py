@@ -17,6 +17,7 @@ from typing import Any
 
 from ..atomic import atomic_write_text
 from ..errors import DataError
+from ..staged_dir import replacing_dir
 
 CI_LIMIT = 310  # 10 blocks of the 31 intents: balanced
 TOLERANCE = 0.01
@@ -49,15 +50,20 @@ def write_slu_model(run_dir: str | os.PathLike, out_dir: str | os.PathLike, corp
     # the dereverb stage's record (train.stage_dereverb), when the tokens came from a retrained front end
     dereverb = load_torch(run / "tokenizer.pt").get("dereverb") if (run / "tokenizer.pt").is_file() else None
     ft = json.loads((run / f"ft_{q['variant']}.json").read_text())
-    out.mkdir(parents=True, exist_ok=True)
-    if (out / "onnx").exists():
-        shutil.rmtree(out / "onnx")
-    shutil.copytree(run / "onnx", out / "onnx")
-    und = Understander(out, threads=1)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"output {out} is a file; give the model directory")
+    # Measured on the run's export, before the model directory is touched: a bad corpus or an
+    # interrupted evaluation leaves the shipped model as it was.
+    und = Understander(run / "onnx", threads=1)
     full = evaluate_understander(und, corpus, "test", progress=progress)
     ci = evaluate_understander(und, corpus, "test", limit=CI_LIMIT, progress=progress)
-    single = (evaluate_understander(Understander(out, threads=1, speed_ensemble=False), corpus, "test",
+    single = (evaluate_understander(Understander(run / "onnx", threads=1, speed_ensemble=False), corpus, "test",
                                     progress=progress) if len(und.ensemble_rates) > 1 else full)
+    out.mkdir(parents=True, exist_ok=True)
+    # onnx/ is swapped in whole, and only over an earlier export (a manifest.json), never over
+    # other files; then the card that describes it.
+    with replacing_dir(out / "onnx", lambda d: (d / "manifest.json").is_file(), "an ONNX export") as staging:
+        shutil.copytree(run / "onnx", staging, dirs_exist_ok=True)
     manifest = json.loads((out / "onnx" / "manifest.json").read_text())
     size = sum((out / "onnx" / f["path"]).stat().st_size for f in manifest["files"]) \
         + (out / "onnx" / "manifest.json").stat().st_size

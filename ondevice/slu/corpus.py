@@ -255,27 +255,37 @@ def _check_config(out: Path, config: dict) -> None:
     atomic_write_text(path, json.dumps(config, indent=1, ensure_ascii=False) + "\n")
 
 
+def _beyond(split_dir: Path, split: str, size: int) -> list[Path]:
+    """The rendered WAVs of ``split_dir`` whose index is ``size`` or more."""
+    extra = []
+    for p in split_dir.iterdir() if split_dir.is_dir() else ():
+        if p.name.startswith(f"{split}_") and p.suffix == ".wav":
+            try:
+                if int(p.stem[len(split) + 1:]) >= size:
+                    extra.append(p)
+            except ValueError:
+                pass
+    return extra
+
+
 def _tidy(split_dir: Path, split: str, size: int) -> int:
     """Removes temporary files of an interrupted run and WAVs beyond the requested size."""
     removed = 0
-    for p in split_dir.iterdir():
-        stale_tmp = p.name.startswith(".") and p.name.endswith(".tmp")
-        extra = False
-        if p.name.startswith(f"{split}_") and p.suffix == ".wav":
-            try:
-                extra = int(p.stem[len(split) + 1:]) >= size
-            except ValueError:
-                extra = False
-        if stale_tmp or extra:
-            p.unlink(missing_ok=True)
-            removed += 1
+    stale = [p for p in split_dir.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")]
+    for p in stale + _beyond(split_dir, split, size):
+        p.unlink(missing_ok=True)
+        removed += 1
     return removed
 
 
 def generate_corpus(out_dir: str | os.PathLike, sizes: dict[str, int] | None = None, *, seed: int = 0,
                     workers: int = 1, engines: tuple[str, ...] = ENGINES, progress: bool = True,
-                    command: str | None = None) -> dict:
-    """Renders (or completes) the corpus under ``out_dir``; returns stats (also in stats.json)."""
+                    command: str | None = None, prune: bool = False) -> dict:
+    """Renders (or completes) the corpus under ``out_dir``; returns stats (also in stats.json).
+
+    A corpus already there with more utterances in a split than asked for is refused unless
+    ``prune`` (hours of rendering must not go to a mistyped size or a test-sized command run on
+    the full corpus's directory); with ``prune`` the extra WAVs are deleted."""
     sizes = dict(DEFAULT_SIZES if sizes is None else sizes)
     for s in sizes:
         if s not in SPLITS:
@@ -306,6 +316,13 @@ def generate_corpus(out_dir: str | os.PathLike, sizes: dict[str, int] | None = N
                             "(the corpus is defined for Debian 12's espeak-ng 1.51)")
 
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"output {out} is a file, not a directory")
+    extra = {s: len(_beyond(out / s, s, sizes[s])) for s in SPLITS}
+    if any(extra.values()) and not prune:
+        have = ", ".join(f"{n} {s} utterance(s) beyond --{s} {sizes[s]}" for s, n in extra.items() if n)
+        raise DataError(f"{out} already holds {have}; they would be deleted. Use another --out directory, larger "
+                        "sizes, or --prune to delete them")
     out.mkdir(parents=True, exist_ok=True)
     _check_config(out, _config(seed, engines))
 
