@@ -20,6 +20,10 @@ def read_json_object(path: str | os.PathLike, what: str = "config file") -> dict
         d = json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{what} {p} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{what} {p} is a directory, not a JSON file") from None
+    except OSError as e:  # permission, a path through a file
+        raise ConfigError(f"cannot read {what} {p}: {e.strerror or e}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{p} is not valid JSON: {e}") from None
     if not isinstance(d, dict):

@@ -121,3 +121,20 @@ def test_training_thread_settings_are_bounded(tmp_path):
     r = run("train", "slu", "--corpus", str(tmp_path / "none"), "--out", str(tmp_path / "r"), "--set",
             "threads=99999")
     assert r.returncode == 1 and "threads must be an integer in 0..1024" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bad_counts_and_config_paths_are_clear_errors(tmp_path, capsys):
+    """Found by the session-18 audit: each of these was a traceback (numpy, IndexError, IsADirectoryError)."""
+    from ondevice import cli
+
+    for argv, message in (
+            (["eval", "slu", "--corpus", str(tmp_path), "--limit", "0"], "limit must be a positive number"),
+            (["eval", "slu", "--corpus", str(tmp_path), "--limit", "-1"], "limit must be a positive number"),
+            (["bench", "understand", "--corpus", str(tmp_path), "--runs", "0"], "n and runs must be positive"),
+            (["bench", "understand", "--corpus", str(tmp_path), "--torch-run", str(tmp_path / "nope")],
+             "no training run there"),
+            (["train", "nmt", "--config", str(tmp_path)], "is a directory, not a JSON file")):
+        capsys.readouterr()
+        assert cli.main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (argv, err)

@@ -19,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..atomic import atomic_write_text
+from ..errors import ConfigError, DataError
 from .machine import cpuinfo_fields
 
 
@@ -58,6 +59,12 @@ def bench_understand(model_dir: str | os.PathLike, corpus: str | os.PathLike, n:
                      torch_run: str | os.PathLike | None = None) -> dict[str, Any]:
     """Time every engine on the first ``n`` test utterances of ``corpus``."""
     from ..slu.dataset import load_split
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1 or isinstance(runs, bool) \
+            or not isinstance(runs, int) or runs < 1:
+        raise ConfigError(f"n and runs must be positive integers, got {n!r} and {runs!r}")
+    if torch_run is not None and not (Path(torch_run) / "tokenizer.pt").is_file():
+        raise DataError(f"--torch-run {torch_run}: no training run there (no tokenizer.pt)")
 
     split = load_split(corpus, "test", limit=n, progress=False)
     waves = [split.wave(i) for i in range(len(split))]

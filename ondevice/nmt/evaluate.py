@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -52,7 +53,7 @@ def load_model(model_dir: str | os.PathLike, checkpoint: str | None = None):
         ck = torch.load(path, map_location="cpu", weights_only=False)
         model = TransformerModel.from_config(TransformerConfig(**ck["model_config"]))
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ck["model"].items()})
-    except (KeyError, RuntimeError, TypeError, EOFError, OSError) as e:
+    except (KeyError, RuntimeError, TypeError, EOFError, OSError, pickle.UnpicklingError) as e:
         raise DataError(f"{path} is not a usable checkpoint: {e}") from None
     model.eval()
     return model, Tokenizer(d / "spm.model")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..progress import Progress
 from .dataset import read_manifest
 
@@ -18,6 +19,8 @@ def evaluate_understander(understander, corpus_dir: str | os.PathLike, split: st
                           limit: int | None = None, progress: bool = True) -> dict:
     """Accuracy (all three slots right) overall and by seen / held-out phrasing, per-slot accuracy,
     and the median time per utterance (audio read + resample + model)."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"limit must be a positive number of utterances, got {limit!r}")
     root = Path(corpus_dir)
     rows = read_manifest(root / f"{split}.jsonl")
     if limit is not None:
