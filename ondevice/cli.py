@@ -208,6 +208,21 @@ def _printable_path(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+def _like(default, value, key: str):
+    """``value`` of a ``--set`` option checked against the type of the setting's default (numbers,
+    flags, strings; other settings are checked by their own code): "five" for a step count was a
+    TypeError deep inside training."""
+    kind = "flag" if isinstance(default, bool) else "integer" if isinstance(default, int) else \
+        "number" if isinstance(default, float) else "string" if isinstance(default, str) else None
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = {"flag": isinstance(value, bool), "string": isinstance(value, str), None: True,
+          "integer": is_number and float(value).is_integer(), "number": is_number}[kind]
+    if not ok:
+        raise ConfigError(f"--set {key}: expected {'an' if kind == 'integer' else 'a'} {kind} "
+                          f"(default {default!r}), got {value!r}")
+    return int(value) if kind == "integer" else value
+
+
 def _cmd_train_slu(args: argparse.Namespace) -> int:
     from .slu.train import STAGES, SLUTrainConfig, run_stages
 
@@ -218,6 +233,7 @@ def _cmd_train_slu(args: argparse.Namespace) -> int:
             known = ", ".join(f.name for f in dataclasses.fields(cfg) if f.name not in ("corpus", "out"))
             raise OndeviceError(f"unknown setting {k!r} for train slu; settings: {known} "
                                 "(ondevice/slu/train.py, SLUTrainConfig, says what each does)")
+        v = _like(getattr(cfg, k), v, k)
         setattr(cfg, k, tuple(v) if isinstance(v, list) and k == "variants" else v)
     stages = tuple(s for s in args.stages.split(",") if s) if args.stages else STAGES
     run = run_stages(cfg, stages)

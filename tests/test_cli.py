@@ -63,6 +63,11 @@ def test_train_slu_unknown_setting_lists_the_settings(tmp_path):
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "unknown setting 'finetune_epoch'" in r.stderr and "finetune_epochs" in r.stderr
     assert "reverb_copies" in r.stderr and not (tmp_path / "run").exists()
+    for setting, message in (("vq_steps=five", "--set vq_steps: expected an integer (default 2000), got 'five'"),
+                             ("vq_steps=2.5", "expected an integer"), ("finetune_lr=fast", "expected a number"),
+                             ("teacher=1", "expected a string")):
+        r = run("train", "slu", "--corpus", str(tmp_path), "--out", str(tmp_path / "run"), "--set", setting)
+        assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr, (setting, r.stderr)
 
 
 def test_outputs_and_thread_counts_are_checked_before_any_work(tmp_path, monkeypatch, capsys):
