@@ -214,6 +214,8 @@ def _like(default, value, key: str):
     TypeError deep inside training."""
     kind = "flag" if isinstance(default, bool) else "integer" if isinstance(default, int) else \
         "number" if isinstance(default, float) else "string" if isinstance(default, str) else None
+    if kind == "string" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # `--set transfer=2024`: JSON read a number where a name was meant
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
     ok = {"flag": isinstance(value, bool), "string": isinstance(value, str), None: True,
           "integer": is_number and float(value).is_integer(), "number": is_number}[kind]
@@ -280,6 +282,8 @@ def _cmd_export_slu(args: argparse.Namespace) -> int:
         if not provenance.strip():
             raise DataError(f"--provenance {args.provenance} is empty: say how the run was made, or leave it out")
     bench = None
+    if args.bench < 0:
+        raise ConfigError(f"--bench must be a number of utterances >= 0 (0: no latency rows), got {args.bench}")
     if args.bench:
         from .bench.understand import bench_understand
 

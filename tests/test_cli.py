@@ -65,7 +65,7 @@ def test_train_slu_unknown_setting_lists_the_settings(tmp_path):
     assert "reverb_copies" in r.stderr and not (tmp_path / "run").exists()
     for setting, message in (("vq_steps=five", "--set vq_steps: expected an integer (default 2000), got 'five'"),
                              ("vq_steps=2.5", "expected an integer"), ("finetune_lr=fast", "expected a number"),
-                             ("teacher=1", "expected a string")):
+                             ("warp=true", "expected a number")):
         r = run("train", "slu", "--corpus", str(tmp_path), "--out", str(tmp_path / "run"), "--set", setting)
         assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr, (setting, r.stderr)
 
@@ -143,3 +143,32 @@ def test_bad_counts_and_config_paths_are_clear_errors(tmp_path, capsys):
         assert cli.main(argv) == 1, argv
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, (argv, err)
+
+
+def test_every_verb_with_an_output_is_in_the_output_tables():
+    """A verb added later with --out/--output must be listed in cli._OUTPUT_FILES or _OUTPUT_DIRS
+    (or be one that checks its own output), or its output would not be checked before its work."""
+    import argparse
+
+    from ondevice import cli
+
+    own_checks = {"_cmd_translate", "_cmd_quantize_nmt"}  # translate: -o checked itself; quantize nmt: a name
+
+    def leaves(parser):
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            yield parser
+        for a in subs:
+            for p in a.choices.values():
+                yield from leaves(p)
+
+    seen = 0
+    for p in leaves(cli.build_parser()):
+        func = p.get_default("func")
+        outputs = {a.dest for a in p._actions} & {"out", "output"}
+        if func is None or not outputs:
+            continue
+        seen += 1
+        name = func.__name__
+        assert name in cli._OUTPUT_FILES or name in cli._OUTPUT_DIRS or name in own_checks, name
+    assert seen >= 15

@@ -113,6 +113,12 @@ def test_ptq_frequency_cluster_plan_needs_frequencies(trained):
         post_training_quantize(run, QuantPlan.uniform(2), out_checkpoint_name="notes.pt")
     assert (run / "notes.pt").read_bytes() == b"not ours"
     (run / "notes.pt").unlink()
+    (run / "qat_final.pt").write_bytes(b"a QAT result")  # its record has phases: not PTQ's
+    (run / "qat_final.pt.json").write_text(json.dumps({"checkpoint": "qat_final.pt", "source_checkpoint": "x",
+                                                       "phases": []}))
+    with pytest.raises(ConfigError, match="not an earlier `quantize nmt` output"):
+        post_training_quantize(run, QuantPlan.uniform(2), out_checkpoint_name="qat_final.pt")
+    assert (run / "qat_final.pt").read_bytes() == b"a QAT result"
     with pytest.raises(ConfigError, match="must end in .pt"):
         post_training_quantize(run, QuantPlan.uniform(2), out_checkpoint_name="spm.model")
     post_training_quantize(run, QuantPlan.uniform(2), out_checkpoint_name="ptqf.pt")  # an earlier output: replaced

@@ -99,11 +99,12 @@ def post_training_quantize(model_dir: str | os.PathLike, plan: QuantPlan | Mappi
     if not out_checkpoint_name.endswith(".pt"):
         raise ConfigError(f"out_checkpoint_name must end in .pt, got {out_checkpoint_name!r}")
     d = Path(model_dir)
-    # Only an earlier PTQ output (its .json record beside it) is replaced: a name that collides with
-    # another file of the model directory must not destroy it.
-    if (d / out_checkpoint_name).exists() and not (d / (out_checkpoint_name + ".json")).is_file():
+    # Only an earlier PTQ output (its own .json record beside it) is replaced: a name that collides
+    # with another file of the model directory (a tokenizer, a QAT result) must not destroy it.
+    if (d / out_checkpoint_name).exists() and not _is_ptq_record(d / (out_checkpoint_name + ".json"),
+                                                                   out_checkpoint_name):
         raise ConfigError(f"{d / out_checkpoint_name} exists and is not an earlier `quantize nmt` output "
-                          "(no .json record beside it): choose another --out name")
+                          "(no PTQ .json record beside it): choose another --out name")
     model, tok = load_model(d, checkpoint)
     plan.validate_for(model.config)
     freqs = resolve_frequencies(plan, tok, frequencies_from)
@@ -123,6 +124,17 @@ def post_training_quantize(model_dir: str | os.PathLike, plan: QuantPlan | Mappi
                                         "source_checkpoint": checkpoint}}, d / out_checkpoint_name)
     atomic_write_text(d / (out_checkpoint_name + ".json"), json.dumps(meta, indent=1) + "\n")
     return meta
+
+
+def _is_ptq_record(path: Path, name: str) -> bool:
+    """Whether ``path`` is the record post_training_quantize wrote for checkpoint ``name`` (QAT's
+    record has phases; other files are not such JSON)."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("checkpoint") == name and "source_checkpoint" in meta \
+        and "phases" not in meta
 
 
 def _as_plan(plan) -> QuantPlan:

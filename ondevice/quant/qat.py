@@ -49,6 +49,7 @@ import numpy as np
 from .. import bcq
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..errors import ConfigError, DataError
+from ..translator import MAX_THREADS
 from ..json_config import read_json_object
 from ..nmt.train import (CHECKPOINT_LAST, _batch_seed, _log_stderr, _StopFlag, atomic_torch_save, batch_loss,
                          evaluate_loss)
@@ -204,6 +205,7 @@ class QATConfig:
              "validate_every and save_every_minutes must be positive")
         need(min(self.max_minutes, self.max_updates_this_run, self.threads) >= 0,
              "max_minutes, max_updates_this_run and threads must be >= 0")
+        need(self.threads <= MAX_THREADS, f"threads must be <= {MAX_THREADS}")
         need(Path(self.model_dir).resolve() != Path(self.save_dir).resolve(),
              "save_dir must differ from model_dir (both hold a checkpoint_last.pt)")
         _as_plan(self.plan)

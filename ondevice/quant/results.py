@@ -127,11 +127,16 @@ def run(spec_path: str | os.PathLike, out_dir: str | os.PathLike, log: Callable[
     prev = out / "results.json"
     if prev.exists():
         old = read_json_object(prev, "results file")
-        if old.get("settings") != settings:  # its rows would be lost: they do not compare with new ones
-            diff = sorted(k for k in settings if (old.get("settings") or {}).get(k) != settings[k])
-            raise ConfigError(f"{prev} holds results made with other settings ({', '.join(diff)}); use another "
-                              "--out directory, or delete that file to start over")
-        done = {r["name"]: r for r in old.get("rows", [])}
+        diff = sorted(k for k in settings if (old.get("settings") or {}).get(k) != settings[k])
+        # Settings that change the numbers: the old rows would be lost to rows that do not compare.
+        # The directories alone may differ (a moved checkout, the shipped results' reproduce
+        # command): then every row is measured again, as before.
+        numeric = [k for k in diff if k not in ("model_dir", "data_dir")]
+        if numeric:
+            raise ConfigError(f"{prev} holds results made with other settings ({', '.join(numeric)}); use "
+                              "another --out directory, or delete that file to start over")
+        if not diff:
+            done = {r["name"]: r for r in old.get("rows", [])}
     data = {s: read_parallel(spec["data_dir"], s, spec["src"], spec["tgt"]) for s in spec["splits"]}
     if spec["limit"]:
         data = {s: (src[: spec["limit"]], ref[: spec["limit"]]) for s, (src, ref) in data.items()}
