@@ -947,6 +947,11 @@ def _check_arguments(func, args: argparse.Namespace) -> None:
     for t in threads if isinstance(threads, list) else [threads] if threads is not None else []:
         if not 0 <= t <= MAX_THREADS:
             raise ConfigError(f"--threads must be in 0..{MAX_THREADS}, got {t}")
+    for option in ("batch", "rows", "runs", "n"):  # counts of work: 0 or less gave IndexErrors deep inside
+        value = getattr(args, option, None)
+        values = value if isinstance(value, list) else [value] if isinstance(value, int) else []
+        if any(v < 1 for v in values if not isinstance(v, bool)):
+            raise ConfigError(f"--{option} must be >= 1, got {value}")
     name = getattr(func, "__name__", "")
     if name in _OUTPUT_FILES and getattr(args, _OUTPUT_FILES[name], None):
         check_output_path(getattr(args, _OUTPUT_FILES[name]))

@@ -54,6 +54,9 @@ def load_card(model_dir: str | os.PathLike) -> dict[str, Any]:
     if not path.exists():
         raise DataError(f"{path} does not exist")
     card = read_json_object(path, "model card")
+    if card.get("kind") == "slu-intent":
+        raise DataError(f"{path} is a speech model's card: `eval card` checks translation models; the speech "
+                        "model's card is checked by `ondevice eval slu` and tests/test_shipped_slu_model.py")
     unknown = sorted(set(card) - _TOP_KEYS)
     _need(not unknown, f"{path}: unknown key(s) {unknown}")
     for k in ("name", "kind", "src", "tgt", "format", "files", "regression"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -135,10 +136,14 @@ def test_bad_counts_and_config_paths_are_clear_errors(tmp_path, capsys):
     for argv, message in (
             (["eval", "slu", "--corpus", str(tmp_path), "--limit", "0"], "limit must be a positive number"),
             (["eval", "slu", "--corpus", str(tmp_path), "--limit", "-1"], "limit must be a positive number"),
-            (["bench", "understand", "--corpus", str(tmp_path), "--runs", "0"], "n and runs must be positive"),
+            (["bench", "understand", "--corpus", str(tmp_path), "--runs", "0"], "--runs must be >= 1, got 0"),
             (["bench", "understand", "--corpus", str(tmp_path), "--torch-run", str(tmp_path / "nope")],
              "no training run there"),
-            (["train", "nmt", "--config", str(tmp_path)], "is a directory, not a JSON file")):
+            (["train", "nmt", "--config", str(tmp_path)], "is a directory, not a JSON file"),
+            (["bench", "kernels", "--batch", "1,0"], "--batch must be >= 1"),
+            (["bench", "dense", "--rows", "0"], "--rows must be >= 1"),
+            (["eval", "card", str(Path(__file__).resolve().parents[1] / "models" / "slu-intent-bcq")],
+             "is a speech model's card: `eval card` checks translation")):
         capsys.readouterr()
         assert cli.main(argv) == 1, argv
         err = capsys.readouterr().err

@@ -71,3 +71,8 @@ def test_spec_errors(tmp_path):
         load_spec(_spec(tmp_path, tmp_path, tmp_path, [{"name": "x", "plan": "uniform_2bit", "packed": "d"}]))
     with pytest.raises(ConfigError, match="non-empty"):
         load_spec(_spec(tmp_path, tmp_path, tmp_path, []))
+    for bad, message in (({"beam": "four"}, "beam must be an integer >= 1"), ({"beam": 0}, "beam must be"),
+                         ({"limit": -1}, "limit must be null"), ({"splits": "test_bible"}, "splits must be"),
+                         ({"src": 3}, "src must be a non-empty string")):
+        with pytest.raises(ConfigError, match=message):
+            load_spec(_spec(tmp_path, tmp_path, tmp_path, ok, **bad))

@@ -52,6 +52,17 @@ def load_spec(path: str | os.PathLike) -> dict[str, Any]:
             raise ConfigError(f"{p}: missing key {k!r}")
     spec = {"checkpoint": "checkpoint_best.pt", "src": "en", "tgt": "de", "splits": ["test_bible", "test_ui"],
             "beam": 1, "limit": None, **spec}
+    for k in ("model_dir", "data_dir", "checkpoint", "src", "tgt"):
+        if not isinstance(spec[k], str) or not spec[k]:
+            raise ConfigError(f"{p}: {k} must be a non-empty string, got {spec[k]!r}")
+    if isinstance(spec["beam"], bool) or not isinstance(spec["beam"], int) or spec["beam"] < 1:
+        raise ConfigError(f"{p}: beam must be an integer >= 1, got {spec['beam']!r}")
+    if spec["limit"] is not None and (isinstance(spec["limit"], bool) or not isinstance(spec["limit"], int)
+                                      or spec["limit"] < 1):
+        raise ConfigError(f"{p}: limit must be null (every sentence) or an integer >= 1, got {spec['limit']!r}")
+    if not isinstance(spec["splits"], list) or not spec["splits"] \
+            or not all(isinstance(x, str) and x for x in spec["splits"]):
+        raise ConfigError(f"{p}: splits must be a non-empty list of split names, got {spec['splits']!r}")
     for k in _PATHS:
         spec[k] = str((p.parent / spec[k]).resolve())
     exps = spec["experiments"]
