@@ -125,16 +125,14 @@ def _cmd_train_qat(args: argparse.Namespace) -> int:
 def _cmd_translate(args: argparse.Namespace) -> int:
     from contextlib import ExitStack
 
-    from .atomic import atomic_open, check_output_path
-    from .text_lines import can_read_twice, count_lines, open_input
+    from .atomic import atomic_open
+    from .text_lines import check_lines, open_input
     from .translator import Translator
 
     if args.input == "-":  # standard input, as without --input
         args.input = None
     if args.input and args.text:
         raise ConfigError("give sentences as arguments or --input FILE, not both")
-    if args.output:  # before any work: an unwritable destination would lose every translation
-        check_output_path(args.output)
     tr = Translator(args.model, threads=args.threads, backend=args.backend, beam_size=args.beam)
     if args.input and args.output:
         n = tr.translate_file(args.input, args.output, progress=not args.quiet)
@@ -145,8 +143,7 @@ def _cmd_translate(args: argparse.Namespace) -> int:
         if args.text:
             out = iter(tr.translate_batch(args.text))
         elif args.input:
-            if can_read_twice(args.input):  # every line checked before the first is translated
-                count_lines(args.input)
+            check_lines(args.input)  # a file's lines are all checked before the first is translated
             out = tr.translate_stream(stack.enter_context(open_input(args.input)), str(args.input))
         else:  # a terminal gets each line's translation as soon as it is typed
             out = tr.translate_stream(sys.stdin.buffer, "stdin", batch_lines=1 if interactive else 64)
@@ -163,6 +160,7 @@ def _cmd_translate(args: argparse.Namespace) -> int:
 
 
 def _cmd_understand(args: argparse.Namespace) -> int:
+    from .slu.audio import source_name
     from .understander import Understander
 
     if args.files.count("-") > 1:
@@ -178,14 +176,15 @@ def _cmd_understand(args: argparse.Namespace) -> int:
     failed = 0
     for f in args.files:
         name = _printable_path(f)
+        source = sys.stdin.buffer if f == "-" else f
         try:
-            intent = und.understand(sys.stdin.buffer if f == "-" else f)
+            intent = und.understand(source)
         except (OndeviceError, ValueError) as e:
             failed += 1
             # Audio errors start with the source's name (<stdin> for -); the others (a model that
             # fails) are given it here.
             msg = _printable_path(str(e))
-            if not msg.startswith(("<stdin>" if f == "-" else name) + ":"):
+            if not msg.startswith(_printable_path(source_name(source)) + ":"):
                 msg = f"{name}: {msg}"
             if args.json:
                 print(json.dumps({"file": name, "error": msg}, ensure_ascii=False), flush=True)
@@ -928,7 +927,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Where each verb writes: a file or a directory, checked before any work (a report lost at the end
 # of an hour of decoding to "no such directory" is the failure this prevents).
-_OUTPUT_FILES = {"_cmd_eval_nmt": "output", "_cmd_quantize_sensitivity": "output",
+_OUTPUT_FILES = {"_cmd_translate": "output", "_cmd_eval_nmt": "output", "_cmd_quantize_sensitivity": "output",
                  "_cmd_quantize_matrix": "output", "_cmd_train_average": "out"}
 _OUTPUT_DIRS = {"_cmd_data_prepare": "out", "_cmd_data_slu": "out", "_cmd_data_slu_transfer": "out",
                 "_cmd_train_slu": "out", "_cmd_quantize_results": "out", "_cmd_quantize_pack": "out",

@@ -21,7 +21,8 @@ from typing import BinaryIO, Iterator
 
 from .errors import DataError
 
-__all__ = ["MAX_INPUT_CHARS", "iter_lines", "open_input", "count_lines", "can_read_twice", "read_lines"]
+__all__ = ["MAX_INPUT_CHARS", "iter_lines", "open_input", "count_lines", "can_read_twice", "check_lines",
+           "read_lines"]
 
 MAX_INPUT_CHARS = 20_000  # one input line; longer lines are rejected before tokenization
 # A line of more than 4 bytes per allowed character has more characters than allowed (UTF-8 uses
@@ -115,6 +116,13 @@ def can_read_twice(path: str | os.PathLike) -> bool:
         return stat.S_ISREG(os.stat(path).st_mode)
     except OSError:
         return True  # open_input will report it
+
+
+def check_lines(path: str | os.PathLike) -> int | None:
+    """The line count of a regular file after :func:`count_lines` checked every line, so that a bad
+    line is reported before any work; None for a pipe (:func:`can_read_twice`): its lines are
+    checked as they are read."""
+    return count_lines(path) if can_read_twice(path) else None
 
 
 def read_lines(path: str | os.PathLike) -> list[str]:

@@ -198,10 +198,10 @@ class Translator:
         leaves ``target`` as it was, and memory stays bounded whatever the input's size."""
         from .atomic import atomic_open, check_output_path
         from .progress import Progress
-        from .text_lines import can_read_twice, count_lines, open_input
+        from .text_lines import check_lines, open_input
 
         check_output_path(target)
-        total = count_lines(source) if can_read_twice(source) else None
+        total = check_lines(source)
         bar = Progress("translate", total=total, unit="line", enabled=progress)
         n = 0
         try:

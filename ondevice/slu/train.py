@@ -36,6 +36,7 @@ import torch
 
 from ..atomic import atomic_write_bytes
 from ..errors import ConfigError
+from ..translator import MAX_THREADS
 from .dataset import load_split
 from .model import SLUConfig
 
@@ -595,10 +596,9 @@ def run_stages(cfg: SLUTrainConfig, stages: tuple[str, ...] = STAGES) -> Run:
             or cfg.transfer_weight < 0:
         raise ConfigError(f"transfer_batch must be >= 1 and transfer_weight >= 0, got {cfg.transfer_batch}, "
                           f"{cfg.transfer_weight}")
-    from ..translator import MAX_THREADS
-
     if not _is_int(cfg.threads) or not 0 <= cfg.threads <= MAX_THREADS:  # a huge count crashes torch's pool
-        raise ConfigError(f"threads must be an integer in 0..{MAX_THREADS} (0: PyTorch's default), got {cfg.threads!r}")
+        raise ConfigError(f"threads must be an integer in 0..{MAX_THREADS} (0: PyTorch's default), "
+                          f"got {cfg.threads!r}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     run = Run(cfg)
